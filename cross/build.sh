@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# cross/build.sh TARGET [--probe]
+#   Cross-compiles the luws Lua 5.1 module (or, with --probe, the throwaway
+#   crate in cross/probe) for TARGET with Debian's rustc/cargo 1.96 and
+#   -Zbuild-std, linked against the target sysroot (see cross/README.md).
+#   Result: cross/out/TARGET/luws.so (or probe.so).
+# Env: LUWS_FEATURES (default "lua51,module,tls-rustls"), LUWS_OPT_LEVEL (z).
+source "$(dirname "$0")/lib.sh"
+T="$1"; shift
+MODE=luws; [ "${1:-}" = --probe ] && MODE=probe
+target_vars "$T"
+
+if [ "$LIBC" = uclibc ]; then "$CROSS_DIR/uclibc.sh"; else "$CROSS_DIR/sysroot.sh" "$T"; fi
+
+# --- source snapshot (never touch the lead's Cargo.lock / target/) ----------
+if [ "$MODE" = probe ]; then
+  SRC="$WORK/probe"; mkdir -p "$SRC"
+  cp "$CROSS_DIR/probe/Cargo.toml" "$SRC/"; rm -rf "$SRC/src"; cp -r "$CROSS_DIR/probe/src" "$SRC/"
+  FEATURES=(); NAME=probe
+else
+  SRC="$WORK/luws-src"; mkdir -p "$SRC"
+  grep -q 'tls-rustls' "$REPO_DIR/Cargo.toml" || { echo "Cargo.toml has no tls-rustls feature yet" >&2; exit 3; }
+  (cd "$REPO_DIR" && tar --exclude=./target --exclude=./cross --exclude=./.git --exclude='./bench/target' \
+     --exclude='./spec' -cf - .) | (cd "$SRC" && tar -xf -)
+  FEATURES=(--no-default-features --features "${LUWS_FEATURES:-lua51,module,tls-rustls}"); NAME=luws
+fi
+
+TU="$(echo "$T" | tr 'a-z-' 'A-Z_')"; TL="${T//-/_}"
+export RUSTC_BOOTSTRAP=1
+export CARGO_PROFILE_RELEASE_PANIC=unwind          # a Rust panic must become a Lua error
+export CARGO_PROFILE_RELEASE_OPT_LEVEL="${LUWS_OPT_LEVEL:-z}"
+export CARGO_PROFILE_RELEASE_LTO=true
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
+CC_BIN="$GNU_TRIPLE-gcc"
+if [ "$LIBC" = glibc ]; then
+  CFL="--sysroot=$SYSROOT"
+  RF="-C link-arg=--sysroot=$SYSROOT"
+else
+  # Vera: uClibc-ng, o32 soft-float, MIPS32r2. Everything linked must be
+  # soft-float: the LLVM libunwind built by uclibc.sh stands in for libgcc_s
+  # (static, so the module needs only libc/libpthread/libdl/libm on the box),
+  # and getrandom uses a C backend (getrandom(2) if present, else /dev/urandom).
+  CFL="--sysroot=$SYSROOT -msoft-float -march=mips32r2 -mno-dsp"
+  RF="-C link-arg=--sysroot=$SYSROOT -C link-arg=-msoft-float -C link-arg=-march=mips32r2"
+  RF+=" -L native=$SYSROOT/rustlink -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
+  RF+=" --cfg getrandom_backend=\"custom\""
+fi
+export "CC_$TL=$CC_BIN" "CFLAGS_$TL=$CFL -ffunction-sections -fdata-sections" "AR_$TL=$GNU_TRIPLE-ar"
+export "CARGO_TARGET_${TU}_LINKER=$CC_BIN"
+export "CARGO_TARGET_${TU}_RUSTFLAGS=$RF"
+
+log "cargo build $NAME for $T (rustc: $(rustc --version))"
+start=$(date +%s)
+(cd "$SRC" && cargo build --release --target "$T" -Zbuild-std=std,panic_unwind \
+   --target-dir "$WORK/target-$NAME" "${FEATURES[@]}")
+mkdir -p "$OUT/$T"
+cp "$WORK/target-$NAME/$T/release/lib$NAME.so" "$OUT/$T/$NAME.so"
+log "built $OUT/$T/$NAME.so: $(stat -c %s "$OUT/$T/$NAME.so") bytes in $(( $(date +%s) - start ))s"

@@ -1,0 +1,1068 @@
+#!/usr/bin/env python3
+"""luws test peer: a deliberately misbehaving WebSocket server.
+
+Design criteria
+  * Python 3.11 standard library only, so it can misbehave at the byte level
+    (no WebSocket library between the tests and the wire).
+  * Binds 127.0.0.1 port 0 and prints exactly "PORT <n> PID <pid>" once; after
+    that stdout/stderr go to /dev/null (or to $LUWS_SERVER_LOG) so a pipe that
+    nobody reads can never block it.
+  * Never outlives the test run: exits on SIGTERM/SIGINT, when its parent
+    process changes (checked every second), and if it cannot start in 15 s.
+  * One thread per connection; every blocking wait is bounded (<= 30 s per
+    wait, <= 60 s for the "hold the socket" behaviours).
+  * The behaviour is chosen by the request path, parameters come from the
+    query string; events are recorded per "id=<token>" and read back through
+    a plain HTTP endpoint on the same port (GET /log, GET /count).
+  * With --tls the same port also accepts plain-text log/count requests (the
+    first byte decides: 0x16 = TLS ClientHello); a plain-text *upgrade*
+    request on a TLS port is closed without an answer, like a real TLS server.
+
+Usage: python3 bad_server.py [--tls CERT KEY] [--client-ca CA] [--stall-tls]
+"""
+
+import argparse
+import base64
+import hashlib
+import os
+import select
+import signal
+import socket
+import ssl
+import string
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+signal.alarm(15)  # startup watchdog, cancelled once the PORT line is out
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD = 64 * 1024
+MAX_MESSAGE = 64 * 1024 * 1024 + 1024
+WAIT = 30.0  # upper bound for any single blocking wait
+HOLD = 60.0  # upper bound for "keep the socket open until the client goes"
+CHUNK = 16 * 1024
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+# ---------------------------------------------------------------- event log
+
+_log_cond = threading.Condition()
+_logs = {}  # id -> [line, ...]
+_open_lock = threading.Lock()
+_open_count = 0
+
+
+def _printable(data, limit=None):
+    if limit is not None:
+        data = data[:limit]
+    s = data.decode("utf-8", "replace")
+    return s.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def record(ident, *parts):
+    if not ident:
+        return
+    line = " ".join(str(p) for p in parts if p != "")
+    with _log_cond:
+        _logs.setdefault(ident, []).append(line)
+        _log_cond.notify_all()
+
+
+def wait_log(ident, prefix, timeout):
+    deadline = time.monotonic() + timeout
+    with _log_cond:
+        while True:
+            lines = list(_logs.get(ident, ()))
+            if not prefix or any(l.startswith(prefix) for l in lines):
+                return lines, False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return lines, True
+            _log_cond.wait(min(left, 1.0))
+
+
+def wait_count(target, timeout, me=1):
+    deadline = time.monotonic() + timeout
+    while True:
+        with _open_lock:
+            n = _open_count - me
+        if target is None or n == target or time.monotonic() >= deadline:
+            return n
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- framing
+
+
+def make_frame(opcode, payload=b"", fin=True, rsv=0, mask=False, length=None):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = struct.pack("!BB", b0, mbit | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, mbit | 127, n)
+    if mask:
+        key = os.urandom(4)
+        return head + key + xor_mask(payload, key)
+    return head + payload
+
+
+def close_payload(code=None, reason=b""):
+    if code is None:
+        return b""
+    if isinstance(reason, str):
+        reason = reason.encode()
+    return struct.pack("!H", code) + reason
+
+
+def xor_mask(data, key):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+class Frame:
+    __slots__ = ("fin", "rsv", "opcode", "masked", "payload")
+
+    def __init__(self, fin, rsv, opcode, masked, payload):
+        self.fin, self.rsv, self.opcode = fin, rsv, opcode
+        self.masked, self.payload = masked, payload
+
+
+def parse_frame(buf):
+    """Return (Frame, consumed) or (None, 0) when buf holds no whole frame."""
+    if len(buf) < 2:
+        return None, 0
+    b0, b1 = buf[0], buf[1]
+    n = b1 & 0x7F
+    pos = 2
+    if n == 126:
+        if len(buf) < 4:
+            return None, 0
+        n = struct.unpack_from("!H", buf, 2)[0]
+        pos = 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None, 0
+        n = struct.unpack_from("!Q", buf, 2)[0]
+        pos = 10
+    if n > MAX_MESSAGE:
+        raise TooBig(n)
+    masked = bool(b1 & 0x80)
+    if masked:
+        if len(buf) < pos + 4:
+            return None, 0
+        key = bytes(buf[pos:pos + 4])
+        pos += 4
+    if len(buf) < pos + n:
+        return None, 0
+    payload = bytes(buf[pos:pos + n])
+    if masked:
+        payload = xor_mask(payload, key)
+    return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, masked, payload), pos + n
+
+
+class TooBig(Exception):
+    pass
+
+
+class PeerGone(Exception):
+    """The client went away: kind is 'eof', 'reset' or 'timeout'."""
+
+    def __init__(self, kind):
+        super().__init__(kind)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------- connection
+
+
+class Conn:
+    def __init__(self, sock, is_tls):
+        self.sock = sock
+        self.tls = is_tls
+        self.buf = bytearray()
+        self.id = ""
+        self.query = {}
+        # WebSocket session state
+        self.frag_op = None
+        self.frag = []
+        self.outq = []
+        self.close_sent = False
+        self.close_received = False
+        self.failed = False
+        self.echo = True
+        self.reply_ping = True
+        self.reply_close = True
+
+    # -- raw I/O
+    def ev(self, *parts):
+        record(self.id, *parts)
+
+    def recv_some(self, timeout):
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise PeerGone("timeout")
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            raise PeerGone("eof")
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+            raise PeerGone("reset")
+        if not data:
+            raise PeerGone("eof")
+        self.buf += data
+
+    def readable_now(self):
+        if self.tls and self.sock.pending():
+            return True
+        try:
+            r, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(r)
+
+    def send(self, data):
+        self.sock.settimeout(WAIT)
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise PeerGone("timeout")
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            raise PeerGone("eof")
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+            raise PeerGone("reset")
+
+    def read_head(self):
+        """Read up to the blank line that ends an HTTP request head."""
+        deadline = time.monotonic() + WAIT
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > MAX_HEAD:
+                return None
+            self.recv_some(deadline - time.monotonic())
+        i = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:i])
+        del self.buf[:i + 4]
+        if len(head) > MAX_HEAD:
+            return None
+        return head
+
+    def wait_gone(self, limit, consume=True):
+        """Keep the socket until the client goes (or `limit` seconds)."""
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            if consume:
+                try:
+                    self.recv_some(min(left, WAIT))
+                    self.buf.clear()
+                except PeerGone as e:
+                    if e.kind != "timeout":
+                        return e.kind
+            else:
+                p = select.poll()
+                p.register(self.sock.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+                try:
+                    evs = p.poll(min(left, WAIT) * 1000)
+                except OSError:
+                    return "reset"
+                if evs:
+                    _, mask = evs[0]
+                    return "reset" if mask & select.POLLERR else "eof"
+
+    def finish(self, linger=2.0):
+        """Graceful close: TLS close_notify, FIN, drain until EOF, close."""
+        try:
+            if self.tls:
+                self.sock.settimeout(1.0)
+                try:
+                    raw = self.sock.unwrap()
+                    self.sock = raw
+                    self.tls = False
+                except Exception:
+                    pass
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        deadline = time.monotonic() + linger
+        while time.monotonic() < deadline:
+            try:
+                self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                if not self.sock.recv(65536):
+                    break
+            except Exception:
+                break
+
+    def reset(self):
+        """Abort the connection with a TCP RST (SO_LINGER 0, then close)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- WebSocket frames
+    def read_frame(self, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                f, used = parse_frame(self.buf)
+            except TooBig:
+                self.ev("error too-big")
+                raise
+            if f is not None:
+                del self.buf[:used]
+                return f
+            self.recv_some(deadline - time.monotonic())
+
+    def queue_close(self, code=None, reason=b""):
+        if not self.close_sent:
+            self.close_sent = True
+            self.outq.append(make_frame(OP_CLOSE, close_payload(code, reason)))
+
+    def flush(self):
+        if self.outq:
+            data = b"".join(self.outq)
+            self.outq.clear()
+            self.send(data)
+
+    def fail(self, what, code=1002):
+        self.ev("error", what)
+        self.failed = True
+        self.queue_close(code)
+
+    def handle(self, f):
+        """Process one client frame: record it, queue replies."""
+        if not f.masked:
+            self.ev("unmasked")
+            self.failed = True
+            self.queue_close(1002)
+            return
+        if f.rsv:
+            return self.fail("rsv")
+        op = f.opcode
+        if op >= 8:
+            if op not in (OP_CLOSE, OP_PING, OP_PONG):
+                return self.fail("opcode-%d" % op)
+            if not f.fin or len(f.payload) > 125:
+                return self.fail("bad-control")
+            if op == OP_PING:
+                self.ev("ping", _printable(f.payload))
+                if self.reply_ping and not self.close_sent:
+                    self.outq.append(make_frame(OP_PONG, f.payload))
+            elif op == OP_PONG:
+                self.ev("pong", _printable(f.payload))
+            else:
+                code = None
+                if len(f.payload) >= 2:
+                    code = struct.unpack("!H", f.payload[:2])[0]
+                self.ev("close", "none" if code is None else code, _printable(f.payload[2:]))
+                self.close_received = True
+                if self.reply_close:
+                    self.queue_close(code)
+            return
+        if op == OP_CONT:
+            if self.frag_op is None:
+                return self.fail("bad-continuation")
+            self.frag.append(f.payload)
+            if f.fin:
+                op, data = self.frag_op, b"".join(self.frag)
+                self.frag_op, self.frag = None, []
+                self.message(op, data)
+        elif op in (OP_TEXT, OP_BINARY):
+            if self.frag_op is not None:
+                return self.fail("expected-continuation")
+            if f.fin:
+                self.message(op, f.payload)
+            else:
+                self.frag_op, self.frag = op, [f.payload]
+        else:
+            self.fail("opcode-%d" % op)
+
+    def message(self, op, data):
+        if op == OP_TEXT:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                return self.fail("badutf8", 1007)
+            self.ev("text", len(data), _printable(data, 40))
+        else:
+            self.ev("binary", len(data))
+        if self.echo and not self.close_sent:
+            self.outq.append(make_frame(op, data))
+
+    def session(self, limit=None, idle=WAIT):
+        """Read/handle/reply until a close, failure or the client going away."""
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            while True:
+                if deadline is not None:
+                    idle_now = min(idle, deadline - time.monotonic())
+                    if idle_now <= 0:
+                        self.ev("timeout")
+                        break
+                else:
+                    idle_now = idle
+                try:
+                    f = self.read_frame(idle_now)
+                except PeerGone as e:
+                    if e.kind == "timeout" and deadline is not None and time.monotonic() < deadline:
+                        continue
+                    self.ev(e.kind)
+                    return
+                except TooBig:
+                    self.queue_close(1009)
+                    self.flush()
+                    break
+                self.handle(f)
+                self.flush()
+                if self.close_received or self.failed:
+                    break
+        except PeerGone as e:
+            self.ev(e.kind)
+            return
+        self.finish()
+
+    def send_pumping(self, data, stop_on_close=True, stall_limit=WAIT):
+        """Send `data` while handling what the client sends meanwhile.
+
+        Returns True when everything was sent, False when the client closed
+        or failed (mid-`data` only if stop_on_close).  Raises PeerGone when
+        the client went away or stopped reading for `stall_limit` seconds."""
+        view = memoryview(data)
+        pos = 0
+        stalled_since = None
+        while pos < len(view):
+            while not (self.close_received or self.failed) and self.readable_now():
+                try:
+                    self.recv_some(1.0)
+                except PeerGone as e:
+                    if e.kind == "timeout":
+                        break
+                    raise
+                while True:
+                    f, used = parse_frame(self.buf)
+                    if f is None:
+                        break
+                    del self.buf[:used]
+                    self.handle(f)
+            if stop_on_close and (self.close_received or self.failed):
+                return False
+            self.sock.settimeout(1.0)
+            try:
+                n = self.sock.send(view[pos:pos + CHUNK])
+                pos += n
+                stalled_since = None
+            except socket.timeout:
+                now = time.monotonic()
+                stalled_since = stalled_since or now
+                if now - stalled_since >= stall_limit:
+                    raise PeerGone("timeout")
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                time.sleep(0.01)
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                raise PeerGone("eof")
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+                raise PeerGone("reset")
+        return not (self.close_received or self.failed)
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def accept_key(key):
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def http_response(c, status, reason, headers=(), body=b""):
+    lines = ["HTTP/1.1 %d %s" % (status, reason)]
+    lines += ["%s: %s" % h for h in headers]
+    lines.append("Content-Length: %d" % len(body))
+    c.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
+def switch(c, hdrs, accept="good", upgrade="websocket", extra=()):
+    key = hdrs.get("sec-websocket-key", "")
+    lines = ["HTTP/1.1 101 Switching Protocols"]
+    if upgrade is not None:
+        lines.append("Upgrade: " + upgrade)
+    lines.append("Connection: Upgrade")
+    if accept == "good":
+        lines.append("Sec-WebSocket-Accept: " + accept_key(key))
+    elif accept == "bad":
+        lines.append("Sec-WebSocket-Accept: " + accept_key(key + "x"))
+    proto = c.query.get("protocol")
+    if proto is not None:
+        lines.append("Sec-WebSocket-Protocol: " + proto)
+    lines += list(extra)
+    c.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+    if accept == "good" and upgrade == "websocket":
+        c.ev("open")
+        if c.tls and ARGS.client_ca:
+            try:
+                cert = c.sock.getpeercert()
+            except Exception:
+                cert = None
+            cn = "none"
+            if cert:
+                for rdn in cert.get("subject", ()):
+                    for k, v in rdn:
+                        if k == "commonName":
+                            cn = v
+            c.ev("client-cert", cn)
+
+
+def qint(c, name, default):
+    try:
+        return int(c.query.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def alphabet(n):
+    s = string.ascii_lowercase
+    return (s * (n // 26 + 1))[:n].encode()
+
+
+# ---------------------------------------------------------------- behaviours
+
+
+def b_echo(c, hdrs, head):
+    switch(c, hdrs)
+    c.session()
+
+
+def b_headers(c, hdrs, head):
+    switch(c, hdrs)
+    text = "\n".join(head.decode("utf-8", "replace").split("\r\n"))
+    c.send(make_frame(OP_TEXT, text))
+    c.session()
+
+
+def b_hang(c, hdrs, head):
+    kind = c.wait_gone(HOLD)
+    if kind != "timeout":
+        c.ev(kind)
+
+
+def b_status(c, hdrs, head):
+    code = qint(c, "code", 404)
+    reason = c.query.get("reason", "Not Found")
+    extra = []
+    if "location" in c.query:
+        extra.append(("Location", c.query["location"]))
+    lines = ["HTTP/1.1 %d %s" % (code, reason)] + ["%s: %s" % h for h in extra]
+    lines.append("Content-Length: 0")
+    c.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+    c.finish()
+
+
+def _bad_switch(**kw):
+    def run(c, hdrs, head):
+        switch(c, hdrs, **kw)
+        kind = c.wait_gone(WAIT)
+        if kind != "timeout":
+            c.ev(kind)
+    return run
+
+
+def b_garbage(c, hdrs, head):
+    c.send(b"hello\r\n\r\n")
+    c.finish()
+
+
+def b_eof(c, hdrs, head):
+    c.finish()
+
+
+def _send_then_session(frames):
+    def run(c, hdrs, head):
+        switch(c, hdrs)
+        c.send(frames() if callable(frames) else frames)
+        c.session()
+    return run
+
+
+def b_reset(c, hdrs, head):
+    switch(c, hdrs)
+    payload = b"this text frame is cut in half by a TCP reset"
+    frame = make_frame(OP_TEXT, payload)
+    c.send(frame[:2 + len(payload) // 2])
+    time.sleep(0.3)
+    c.reset()
+
+
+def b_huge(c, hdrs, head):
+    switch(c, hdrs)
+    n = qint(c, "len", 1 << 30)
+    c.echo = False
+    c.send(make_frame(OP_BINARY, b"", length=n))
+    piece = b"\x00" * CHUNK
+    sent = 0
+    try:
+        while sent < n:
+            part = piece if n - sent >= CHUNK else piece[: n - sent]
+            if not c.send_pumping(part):
+                break
+            sent += len(part)
+        if sent >= n:
+            c.echo = True
+            c.session()
+            return
+        # The client closed or failed mid-frame: a close frame can't be sent
+        # in the middle of our frame, so just wait a bit for its close and go.
+        if not c.close_received:
+            try:
+                deadline = time.monotonic() + 5
+                while not c.close_received:
+                    c.handle(c.read_frame(deadline - time.monotonic()))
+            except (PeerGone, TooBig):
+                pass
+        c.outq.clear()
+    except PeerGone as e:
+        c.ev(e.kind)
+        return
+    c.finish()
+
+
+def b_fragmented(c, hdrs, head):
+    switch(c, hdrs)
+    c.send(
+        make_frame(OP_TEXT, "Hello, ", fin=False)
+        + make_frame(OP_PING, "ping-in-the-middle")
+        + make_frame(OP_CONT, "fragmented ", fin=False)
+        + make_frame(OP_CONT, "world")
+    )
+    c.session()
+
+
+def b_close(c, hdrs, head):
+    switch(c, hdrs)
+    code = c.query.get("code")
+    code = int(code) if code not in (None, "") else None
+    c.reply_close = False
+    c.close_sent = True
+    c.send(make_frame(OP_CLOSE, close_payload(code, c.query.get("reason", ""))))
+    c.echo = False
+    deadline = time.monotonic() + 5
+    try:
+        while not c.close_received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                c.ev("timeout")
+                break
+            c.handle(c.read_frame(left))
+            c.outq.clear()
+    except PeerGone as e:
+        c.ev(e.kind)
+        if e.kind != "timeout":
+            return
+    except TooBig:
+        pass
+    c.finish()
+
+
+def b_silence(c, hdrs, head):
+    switch(c, hdrs)
+    c.echo = False
+    c.reply_ping = False
+    c.reply_close = False
+    deadline = time.monotonic() + HOLD
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                c.handle(c.read_frame(min(left, WAIT)))
+            except PeerGone as e:
+                if e.kind == "timeout":
+                    continue
+                c.ev(e.kind)
+                return
+            c.outq.clear()  # never send anything
+            if c.close_received or c.failed:
+                break
+    except TooBig:
+        pass
+    c.finish()
+
+
+def b_trickle(c, hdrs, head):
+    switch(c, hdrs)
+    frame = make_frame(OP_TEXT, c.query.get("msg", "hello"))
+    try:
+        for i in range(len(frame)):
+            if i:
+                t_end = time.monotonic() + 1.0
+                while time.monotonic() < t_end:
+                    try:
+                        f = c.read_frame(t_end - time.monotonic())
+                    except PeerGone as e:
+                        if e.kind == "timeout":
+                            break
+                        raise
+                    c.handle(f)
+                    if c.close_received or c.failed:
+                        c.outq.clear()
+                        c.finish()
+                        return
+            c.send(frame[i:i + 1])
+        c.flush()
+    except PeerGone as e:
+        c.ev(e.kind)
+        return
+    c.session()
+
+
+def b_flood(c, hdrs, head):
+    switch(c, hdrs)
+    size = qint(c, "size", 1024)
+    count = c.query.get("count")
+    count = int(count) if count not in (None, "") else None
+    frame = make_frame(OP_BINARY, b"\x5a" * size)
+    c.echo = False
+    sent = 0
+    try:
+        while count is None or sent < count:
+            ok = c.send_pumping(frame, stop_on_close=False)
+            sent += 1
+            if not ok:
+                break
+            c.flush()
+            if c.close_received or c.failed:
+                break
+        c.flush()
+    except PeerGone as e:
+        c.ev(e.kind)
+        return
+    if c.close_received or c.failed:
+        c.finish()
+    else:
+        c.echo = True
+        c.session()
+
+
+def b_push(c, hdrs, head):
+    switch(c, hdrs)
+    count = qint(c, "count", 10)
+    size = qint(c, "size", 16)
+    op = qint(c, "opcode", 1)
+    then = c.query.get("then", "fin")
+    body = alphabet(size) if op == OP_TEXT else bytes(i % 256 for i in range(size))
+    data = make_frame(op, body) * count
+    if then == "close":
+        data += make_frame(OP_CLOSE, close_payload(1000))
+        c.close_sent = True
+    c.send(data)
+    if then == "none":
+        c.session()
+        return
+    if then == "fin":
+        c.finish(linger=5.0)  # (TLS close_notify,) FIN, drain <= 5 s
+        return
+    c.echo = False
+    c.reply_close = False
+    c.reply_ping = False
+    deadline = time.monotonic() + 5
+    try:
+        while not c.close_received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                c.ev("timeout")
+                break
+            c.handle(c.read_frame(left))
+            c.outq.clear()
+    except PeerGone as e:
+        c.ev(e.kind)
+        if e.kind != "timeout":
+            return
+    except TooBig:
+        pass
+    c.finish()
+
+
+def b_pingpong(c, hdrs, head):
+    switch(c, hdrs)
+    c.send(make_frame(OP_PING, c.query.get("payload", "")))
+    c.session()
+
+
+def b_slowread(c, hdrs, head):
+    try:
+        pause = min(float(c.query.get("pause", HOLD)), HOLD)
+    except ValueError:
+        pause = HOLD
+    switch(c, hdrs)
+    kind = c.wait_gone(pause, consume=False)
+    if kind != "timeout":
+        c.ev(kind)
+    elif pause < HOLD:
+        c.session()  # start reading: plain echo from now on
+
+
+def _bigping():
+    return make_frame(OP_PING, b"p" * 126)
+
+
+BEHAVIOURS = {
+    "/": b_echo,
+    "/echo": b_echo,
+    "/headers": b_headers,
+    "/hang": b_hang,
+    "/status": b_status,
+    "/badaccept": _bad_switch(accept="bad"),
+    "/noaccept": _bad_switch(accept=None),
+    "/noupgrade": _bad_switch(upgrade=None),
+    "/notws": _bad_switch(upgrade="h2c"),
+    "/garbage": b_garbage,
+    "/eof": b_eof,
+    "/masked": _send_then_session(lambda: make_frame(OP_TEXT, "hi", mask=True)),
+    "/reset": b_reset,
+    "/huge": b_huge,
+    "/fragmented": b_fragmented,
+    "/close": b_close,
+    "/silence": b_silence,
+    "/trickle": b_trickle,
+    "/flood": b_flood,
+    "/badutf8": _send_then_session(make_frame(OP_TEXT, b"\xff\xfe")),
+    "/badutf8-frag": _send_then_session(
+        make_frame(OP_TEXT, b"hello \xce", fin=False) + make_frame(OP_CONT, b"\x41 world")
+    ),
+    "/rsv": _send_then_session(make_frame(OP_TEXT, "rsv", rsv=4)),
+    "/badopcode": _send_then_session(make_frame(3, "x")),
+    "/badclose": _send_then_session(make_frame(OP_CLOSE, close_payload(999))),
+    "/bigping": _send_then_session(_bigping),
+    "/push": b_push,
+    "/pingpong": b_pingpong,
+    "/slowread": b_slowread,
+}
+# paths where a close frame has already gone out before the session starts
+ALREADY_CLOSED = {"/badclose"}
+
+
+def parse_head(head):
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    method = parts[0] if parts else ""
+    target = parts[1] if len(parts) > 1 else "/"
+    hdrs = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+    url = urllib.parse.urlsplit(target)
+    query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+    return method, url.path or "/", query, hdrs
+
+
+def serve_control(c, path, query):
+    if path == "/log":
+        try:
+            timeout = min(float(query.get("timeout", 5)), WAIT)
+        except ValueError:
+            timeout = 5.0
+        lines, timed_out = wait_log(query.get("id", ""), query.get("wait", ""), timeout)
+        body = "".join(l + "\n" for l in lines).encode()
+        http_response(c, 200, "OK", [("Content-Type", "text/plain; charset=utf-8"),
+                                     ("X-Timed-Out", "1" if timed_out else "0"),
+                                     ("Connection", "close")], body)
+    elif path == "/count":
+        target = query.get("wait")
+        try:
+            target = int(target) if target not in (None, "") else None
+            timeout = min(float(query.get("timeout", 5)), WAIT)
+        except ValueError:
+            target, timeout = None, 5.0
+        n = wait_count(target, timeout)
+        http_response(c, 200, "OK", [("Content-Type", "text/plain"), ("Connection", "close")],
+                      b"%d\n" % n)
+    else:
+        http_response(c, 404, "Not Found", [("Connection", "close")])
+    c.finish(linger=1.0)
+
+
+def sniff(sock):
+    """Wait for the first byte without consuming it; return it or None."""
+    sock.settimeout(WAIT)
+    try:
+        b = sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return None
+    return b or None
+
+
+def peek_head(sock):
+    """For /hang-accept: look at the request without reading it."""
+    deadline = time.monotonic() + WAIT
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) <= MAX_HEAD:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            new = sock.recv(MAX_HEAD + 4, socket.MSG_PEEK)
+        except OSError:
+            return None
+        if not new or new == data:
+            if not new:
+                return None
+            time.sleep(0.02)
+        data = new
+    return data
+
+
+def handle_conn(sock):
+    global _open_count
+    c = Conn(sock, False)
+    try:
+        first = None
+        if TLS_CTX is not None:
+            first = sniff(sock)
+            if first is None:
+                return
+            if first == b"\x16":
+                if ARGS.stall_tls:
+                    c.wait_gone(HOLD, consume=False)
+                    return
+                sock.settimeout(WAIT)
+                try:
+                    c.sock = TLS_CTX.wrap_socket(sock, server_side=True)
+                except (OSError, ssl.SSLError):
+                    return
+                c.tls = True
+        else:
+            # /hang-accept must not read the request: peek at it first.
+            peek = peek_head(sock)
+            if peek is not None:
+                line = peek.split(b"\r\n", 1)[0].split(b" ")
+                if len(line) > 1 and urllib.parse.urlsplit(line[1].decode("latin-1")).path == "/hang-accept":
+                    c.query = parse_head(peek.split(b"\r\n\r\n", 1)[0])[2]
+                    c.id = c.query.get("id", "")
+                    kind = c.wait_gone(HOLD, consume=False)
+                    if kind != "timeout":
+                        c.ev(kind)
+                    return
+        head = c.read_head()
+        if head is None:
+            http_response(c, 431, "Request Header Fields Too Large", [("Connection", "close")])
+            c.finish()
+            return
+        method, path, query, hdrs = parse_head(head)
+        c.query = query
+        c.id = query.get("id", "")
+        if "upgrade" not in hdrs:
+            serve_control(c, path, query)
+            return
+        if TLS_CTX is not None and not c.tls:
+            return  # plain-text upgrade on a TLS port: just drop it
+        if path == "/hang-accept":
+            path = "/hang"
+        fn = BEHAVIOURS.get(path)
+        if fn is None:
+            http_response(c, 404, "Not Found", [("Connection", "close")])
+            c.finish()
+            return
+        if path in ALREADY_CLOSED:
+            c.close_sent = True
+        fn(c, hdrs, head)
+    except PeerGone as e:
+        c.ev(e.kind)
+    except Exception as e:  # keep serving whatever happens
+        try:
+            c.ev("error", "internal", type(e).__name__)
+        except Exception:
+            pass
+    finally:
+        try:
+            c.sock.close()
+        except Exception:
+            pass
+        with _open_lock:
+            _open_count -= 1
+
+
+# ---------------------------------------------------------------- main
+
+
+def watchdog(ppid):
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != ppid:
+            os._exit(0)
+
+
+def main():
+    global ARGS, TLS_CTX, _open_count
+    ap = argparse.ArgumentParser(description="luws misbehaving WebSocket test server")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    ap.add_argument("--client-ca", metavar="CA",
+                    help="request (optional) client certificates signed by CA")
+    ap.add_argument("--stall-tls", action="store_true",
+                    help="accept TLS connections but never complete the handshake")
+    ARGS = ap.parse_args()
+    TLS_CTX = None
+    if ARGS.tls:
+        TLS_CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        TLS_CTX.load_cert_chain(ARGS.tls[0], ARGS.tls[1])
+        if ARGS.client_ca:
+            TLS_CTX.load_verify_locations(ARGS.client_ca)
+            TLS_CTX.verify_mode = ssl.CERT_OPTIONAL
+    elif ARGS.stall_tls or ARGS.client_ca:
+        ap.error("--stall-tls and --client-ca need --tls")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: os._exit(0))
+    ppid = os.getppid()
+    threading.Thread(target=watchdog, args=(ppid,), daemon=True).start()
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+    srv.settimeout(1.0)
+    sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
+    sys.stdout.flush()
+    signal.alarm(0)
+    out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+
+    while True:
+        try:
+            sock, _ = srv.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            time.sleep(0.05)
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with _open_lock:
+            _open_count += 1
+        threading.Thread(target=handle_conn, args=(sock,), daemon=True).start()
+
+
+ARGS = None
+TLS_CTX = None
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+//! A `ws://` or `wss://` URL taken apart into what the connection needs (RFC 6455 §3).
+
+use crate::error::Error;
+
+/// Where to connect and what to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `wss://`: TLS first.
+    pub secure: bool,
+    /// Host for name resolution and SNI: a domain (IDNA-encoded) or an IP literal without brackets.
+    pub host: String,
+    pub port: u16,
+    /// Path and query for the request line; never empty.
+    pub resource: String,
+    /// The `Host` header value: the port is included when it is not the scheme's default.
+    pub host_header: String,
+    /// `user:password@` from the URL, for a Basic `Authorization` header.
+    pub userinfo: Option<String>,
+}
+
+impl Endpoint {
+    /// Parses a URL string. Every failure is `Error::BadUrl`, returned to Lua as `false, err`.
+    pub fn parse(text: &str) -> Result<Endpoint, Error> {
+        let bad = |why: &'static str| Error::BadUrl {
+            url: text.to_string(),
+            why,
+        };
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(bad("empty URL"));
+        }
+        let lower = trimmed.get(..6).unwrap_or(trimmed).to_ascii_lowercase();
+        let rest = if lower.starts_with("ws://") {
+            &trimmed[5..]
+        } else if lower.starts_with("wss://") {
+            &trimmed[6..]
+        } else {
+            return Err(bad("scheme must be ws:// or wss://"));
+        };
+        // The url crate repairs `ws:///x` into host `x`; a missing host must stay an error.
+        if rest.is_empty() || rest.starts_with(['/', '?', '#', ':']) {
+            return Err(bad("no host"));
+        }
+        let url = url::Url::parse(trimmed).map_err(|e| {
+            bad(match e {
+                url::ParseError::InvalidPort => "port out of range",
+                url::ParseError::EmptyHost => "no host",
+                url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
+                    "invalid IP address"
+                }
+                url::ParseError::IdnaError | url::ParseError::InvalidDomainCharacter => {
+                    "invalid host name"
+                }
+                _ => "malformed URL",
+            })
+        })?;
+        if url.fragment().is_some() {
+            // RFC 6455 §3: fragment identifiers MUST NOT be used in WebSocket URIs.
+            return Err(bad("fragment (#) not allowed"));
+        }
+        let secure = url.scheme() == "wss";
+        let default_port = if secure { 443 } else { 80 };
+        let port = url.port().unwrap_or(default_port);
+        if port == 0 {
+            return Err(bad("port out of range"));
+        }
+        let (host, bracketed) = match url.host() {
+            Some(url::Host::Domain(d)) => (d.to_string(), d.to_string()),
+            Some(url::Host::Ipv4(a)) => (a.to_string(), a.to_string()),
+            Some(url::Host::Ipv6(a)) => (a.to_string(), format!("[{a}]")),
+            None => return Err(bad("no host")),
+        };
+        let host_header = if port == default_port {
+            bracketed
+        } else {
+            format!("{bracketed}:{port}")
+        };
+        let mut resource = url.path().to_string();
+        if resource.is_empty() {
+            resource.push('/');
+        }
+        if let Some(q) = url.query() {
+            resource.push('?');
+            resource.push_str(q);
+        }
+        let userinfo = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            Some(format!(
+                "{}:{}",
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or(""))
+            ))
+        };
+        Ok(Endpoint {
+            secure,
+            host,
+            port,
+            resource,
+            host_header,
+            userinfo,
+        })
+    }
+
+    /// `host:port` as LuWS prints it in `tostring(conn)` and connect errors.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Endpoint {
+        match Endpoint::parse(s) {
+            Ok(e) => e,
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+
+    fn why(s: &str) -> &'static str {
+        match Endpoint::parse(s) {
+            Err(Error::BadUrl { why, .. }) => why,
+            other => panic!("{s}: expected BadUrl, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_parts() {
+        let e = ok("ws://example.com");
+        assert_eq!((e.secure, e.port, e.resource.as_str()), (false, 80, "/"));
+        assert_eq!(e.host_header, "example.com");
+        let e = ok("wss://example.com/a/b?x=1&y=2");
+        assert_eq!((e.secure, e.port), (true, 443));
+        assert_eq!(e.resource, "/a/b?x=1&y=2");
+        let e = ok("WS://Example.COM:8080/p");
+        assert_eq!(e.host, "example.com");
+        assert_eq!(e.host_header, "example.com:8080");
+        assert_eq!(e.host_port(), "example.com:8080");
+    }
+
+    #[test]
+    fn ipv6_literals_are_bracketed_in_host_header_only() {
+        let e = ok("ws://[::1]:9000/x");
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.host_header, "[::1]:9000");
+        assert_eq!(e.host_port(), "[::1]:9000");
+        assert_eq!(ok("wss://[2001:db8::1]/").host_header, "[2001:db8::1]");
+    }
+
+    #[test]
+    fn default_port_written_explicitly_is_left_out_of_host() {
+        assert_eq!(ok("ws://h:80/").host_header, "h");
+        assert_eq!(ok("wss://h:443/").host_header, "h");
+        assert_eq!(ok("wss://h:80/").host_header, "h:80");
+    }
+
+    #[test]
+    fn userinfo_is_kept_for_basic_auth() {
+        assert_eq!(
+            ok("ws://user:p%40ss@h/").userinfo.as_deref(),
+            Some("user:p@ss")
+        );
+        assert_eq!(ok("ws://h/").userinfo, None);
+    }
+
+    #[test]
+    fn bad_urls_are_errors_not_panics() {
+        assert_eq!(why(""), "empty URL");
+        assert_eq!(why("   "), "empty URL");
+        assert_eq!(why("http://h/"), "scheme must be ws:// or wss://");
+        assert_eq!(why("h:80"), "scheme must be ws:// or wss://");
+        assert_eq!(why("ws://"), "no host");
+        assert_eq!(why("ws:///path"), "no host");
+        assert_eq!(why("ws://:80/"), "no host");
+        assert_eq!(why("ws://h:70000/"), "port out of range");
+        assert_eq!(why("ws://h:0/"), "port out of range");
+        assert_eq!(why("ws://h/#frag"), "fragment (#) not allowed");
+        assert_eq!(why("ws://[::1/"), "invalid IP address");
+    }
+
+    #[test]
+    fn error_text_names_the_url() {
+        let e = Endpoint::parse("ftp://x").err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("Invalid protocol/address for WebSocket open in ftp://x: scheme must be ws:// or wss://")
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Every error string luws shows a user, in one enum; `Display` is the exact text (it is API).
+//!
+//! Runtime failures are *returned* to Lua (`false, msg` from `wsopen`/`wssend`, `nil, msg` from
+//! `wsreceive`, `(conn, false, msg)` to the message handler). Misuse (wrong argument types, bad
+//! option values) is *raised* as a Lua error. The LuWS strings (`not connected`, `closing`,
+//! `message timeout`, `receiver error: closed`, `upgrade failed; …`, `Connection to …`) are kept
+//! verbatim so code written against LuWS keeps matching them.
+
+use thiserror::Error;
+
+/// A luws failure. Variants say what failed; `Display` is the text users see.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `wsopen` was given a URL it cannot use (returned, never raised: URLs come from config).
+    #[error("Invalid protocol/address for WebSocket open in {url}: {why}")]
+    BadUrl { url: String, why: &'static str },
+
+    /// TCP connection (or name resolution) failed. `reason` uses LuaSocket's words.
+    #[error("Connection to {host}:{port} failed: {reason}")]
+    Connect {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+
+    /// The `connect` option's function returned `nil, err`: its message, unchanged.
+    #[error("{0}")]
+    ConnectFunction(String),
+
+    /// The `connect` option's function returned something without a usable file descriptor.
+    #[error("Can't get socket for connection")]
+    NoSocket,
+
+    /// TLS setup or handshake failed. LuWS's spelling ("negotation") is kept on purpose.
+    #[error("Failed SSL negotation: {0}")]
+    Tls(String),
+
+    /// The HTTP upgrade did not produce a WebSocket.
+    #[error("upgrade failed; {0}")]
+    Upgrade(UpgradeFailure),
+
+    /// Send or receive on a connection that is closed (or was never open).
+    #[error("not connected")]
+    NotConnected,
+
+    /// Send after a Close was sent: RFC 6455 §5.5.1 forbids further data frames.
+    #[error("closing")]
+    Closing,
+
+    /// A send could not be completed.
+    #[error("send error: {0}")]
+    Send(SendFailure),
+
+    /// `receive_timeout` elapsed without a frame from the peer.
+    #[error("message timeout")]
+    MessageTimeout,
+
+    /// Receiving failed; the connection is closed. The handler sees this text; `wsreceive`
+    /// returns the inner text alone (`nil, "closed"`), as LuWS does.
+    #[error("receiver error: {0}")]
+    Receive(ReceiveFailure),
+
+    /// A Lua argument of the wrong type or value (raised as a Lua error).
+    #[error("bad argument #{pos} to '{func}' ({msg})")]
+    BadArgument {
+        pos: u8,
+        func: &'static str,
+        msg: String,
+    },
+
+    /// An option of the wrong type or value (raised as a Lua error).
+    #[error("bad option '{name}' to '{func}' ({msg})")]
+    BadOption {
+        name: &'static str,
+        func: &'static str,
+        msg: String,
+    },
+}
+
+/// Why the HTTP upgrade failed (the text after `upgrade failed; `).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UpgradeFailure {
+    /// The server answered, but not with 101: its status line, verbatim.
+    #[error("{0}")]
+    Status(String),
+    #[error("timeout")]
+    Timeout,
+    /// The server closed the connection before a complete response.
+    #[error("closed")]
+    Closed,
+    #[error("response headers too large")]
+    TooLarge,
+    #[error("malformed response")]
+    Malformed,
+    #[error("Upgrade header missing")]
+    UpgradeMissing,
+    #[error("Upgrade header is not websocket")]
+    UpgradeNotWebsocket,
+    #[error("Connection header missing")]
+    ConnectionMissing,
+    #[error("Sec-WebSocket-Accept missing")]
+    AcceptMissing,
+    /// RFC 6455 §4.1: the client MUST fail when the accept hash is wrong.
+    #[error("Sec-WebSocket-Accept mismatch")]
+    AcceptMismatch,
+    /// The server chose a subprotocol that was not offered (or none was offered).
+    #[error("unexpected Sec-WebSocket-Protocol {0}")]
+    Subprotocol(String),
+    /// The server enabled an extension luws did not ask for (§4.1, item 5).
+    #[error("unexpected Sec-WebSocket-Extensions {0}")]
+    Extension(String),
+    /// Any other socket error, in LuaSocket's words.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Why a send failed (the text after `send error: `).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The peer did not take the data within `send_timeout`; the connection is given up.
+    #[error("timeout")]
+    Timeout,
+    #[error("closed")]
+    Closed,
+    /// RFC 6455 §5.5: control frames carry at most 125 bytes.
+    #[error("control frame payload over 125 bytes")]
+    ControlTooLarge,
+    /// RFC 6455 §5.5.1: a Close body is empty, or a 2-byte code followed by UTF-8.
+    #[error("close payload must be empty or a valid 2-byte code and UTF-8 reason")]
+    BadClosePayload,
+    /// RFC 6455 §5.6: text messages are UTF-8.
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    /// The LTN12 source returned `nil, err` or raised.
+    #[error("source: {0}")]
+    Source(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Why receiving ended the connection (the text after `receiver error: `).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ReceiveFailure {
+    /// The peer closed (Close frame, FIN or reset).
+    #[error("closed")]
+    Closed,
+    /// The peer broke RFC 6455; we sent Close 1002.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// A text message was not UTF-8; we sent Close 1007.
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    /// A message (one frame or reassembled) exceeded `max_payload_size`; we sent Close 1009.
+    #[error("message of {size} bytes exceeds max_payload_size {max}")]
+    TooBig { size: u64, max: usize },
+    /// `keepalive` sent a ping and no frame came back in time.
+    #[error("keepalive timeout")]
+    KeepaliveTimeout,
+    /// Any other socket error, in LuaSocket's words.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    /// The text `wsreceive` returns: a receive failure without its `receiver error: ` prefix.
+    pub fn receive_return_text(&self) -> String {
+        match self {
+            Error::Receive(f) => f.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Raised errors (misuse) reach Lua with exactly the `Display` text.
+impl From<Error> for mlua::Error {
+    fn from(e: Error) -> mlua::Error {
+        mlua::Error::external(e)
+    }
+}
+
+/// An I/O error in LuaSocket's words (`timeout`, `closed`, `connection refused`, …), so that
+/// messages read like the ones LuWS users already match on.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::WouldBlock | K::TimedOut => "timeout".into(),
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            "closed".into()
+        }
+        K::HostUnreachable | K::NetworkUnreachable => "no route to host".into(),
+        K::AddrNotAvailable => "address not available".into(),
+        _ => {
+            // std appends " (os error N)"; LuaSocket prints the bare strerror text, lowercased.
+            let text = e.to_string();
+            let bare = text.split(" (os error").next().unwrap_or(&text);
+            bare.to_lowercase()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luws_strings_are_verbatim() {
+        assert_eq!(Error::NotConnected.to_string(), "not connected");
+        assert_eq!(Error::Closing.to_string(), "closing");
+        assert_eq!(Error::MessageTimeout.to_string(), "message timeout");
+        assert_eq!(
+            Error::Receive(ReceiveFailure::Closed).to_string(),
+            "receiver error: closed"
+        );
+        assert_eq!(
+            Error::Upgrade(UpgradeFailure::Status("HTTP/1.1 404 Not Found".into())).to_string(),
+            "upgrade failed; HTTP/1.1 404 Not Found"
+        );
+        assert_eq!(
+            Error::Connect {
+                host: "example".into(),
+                port: 80,
+                reason: "connection refused".into()
+            }
+            .to_string(),
+            "Connection to example:80 failed: connection refused"
+        );
+        assert_eq!(Error::NoSocket.to_string(), "Can't get socket for connection");
+    }
+
+    #[test]
+    fn wsreceive_returns_text_without_prefix() {
+        assert_eq!(
+            Error::Receive(ReceiveFailure::Closed).receive_return_text(),
+            "closed"
+        );
+        assert_eq!(Error::MessageTimeout.receive_return_text(), "message timeout");
+    }
+}

@@ -1,0 +1,337 @@
+//! The LuWS API: `wsopen`, `wssend`, `wsreceive`, `wsclose`, `wslastping`, `wsreset`, each a
+//! short adapter around the core, with LuWS's return conventions.
+
+use std::cell::RefCell;
+use std::net::TcpStream;
+use std::os::fd::FromRawFd;
+
+use mlua::{AnyUserData, Function, Lua, MultiValue, ObjectLike, Table, Value};
+
+use super::args::{self, bad, expected};
+use super::conn::{self, Conn, Handlers};
+use super::{log, options};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, SendFailure};
+use crate::open::{OpenSpec, open_blocking};
+use crate::session::{Event, Outgoing};
+
+pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    t.set(
+        "wsopen",
+        lua.create_function(|lua, (url, handler, opts): (Value, Value, Value)| {
+            wsopen(lua, url, handler, opts)
+        })?,
+    )?;
+    t.set(
+        "wssend",
+        lua.create_function(|lua, (c, op, data): (Value, Value, Value)| {
+            match args::opt_conn(1, "wssend", c)? {
+                Some(ud) => send(lua, &ud, op, data, "wssend"),
+                None => Ok((false, Some(Error::NotConnected.to_string()))),
+            }
+        })?,
+    )?;
+    t.set(
+        "wsreceive",
+        lua.create_function(|lua, c: Value| match args::opt_conn(1, "wsreceive", c)? {
+            Some(ud) => receive(lua, &ud),
+            None => (Value::Nil, Error::NotConnected.to_string()).into_lua_multi(lua),
+        })?,
+    )?;
+    t.set(
+        "wsclose",
+        lua.create_function(|_, c: Value| {
+            if let Some(ud) = args::opt_conn(1, "wsclose", c)? {
+                ud.borrow::<Conn>()?.session.borrow_mut().close(1000);
+            }
+            Ok(())
+        })?,
+    )?;
+    t.set(
+        "wslastping",
+        lua.create_function(|_, c: Value| match args::opt_conn(1, "wslastping", c)? {
+            Some(ud) => Ok(ud.borrow::<Conn>()?.session.borrow().last_frame_time()),
+            None => Ok(0.0),
+        })?,
+    )?;
+    // LuWS's "brutal resync" after its parser lost sync; luws's parser cannot, so this only
+    // checks its argument.
+    t.set(
+        "wsreset",
+        lua.create_function(|_, c: Value| {
+            args::opt_conn(1, "wsreset", c)?;
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+use mlua::IntoLuaMulti;
+
+fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<MultiValue> {
+    let url_text = match &url {
+        Value::Nil => None,
+        Value::String(s) => Some(s.to_string_lossy()),
+        Value::Integer(_) | Value::Number(_) => Some(url.to_string()?),
+        other => return Err(expected(1, "wsopen", "string", other)),
+    };
+    let handler = args::function(2, "wsopen", handler)?;
+    let opts = args::opt_table(3, "wsopen", opts)?;
+    let failed = |e: Error| (false, e.to_string()).into_lua_multi(lua);
+
+    let Some(url_text) = url_text else {
+        return failed(Error::BadUrl {
+            url: "nil".into(),
+            why: "URL missing",
+        });
+    };
+    let endpoint = match Endpoint::parse(&url_text) {
+        Ok(e) => e,
+        Err(e) => return failed(e),
+    };
+    let mut spec = OpenSpec::new(endpoint);
+    let parts = match &opts {
+        Some(t) => options::read(t, &mut spec)?,
+        None => options::LuaParts {
+            control_handler: None,
+            handler_args: None,
+            connect: None,
+        },
+    };
+
+    let tcp = match &parts.connect {
+        Some(f) => match user_connect(f, &spec.endpoint)? {
+            Ok(s) => Some(s),
+            Err(e) => return failed(e),
+        },
+        None => None,
+    };
+    let session = match open_blocking(&spec, tcp) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    if let Some(t) = &opts {
+        options::fill_defaults(t, &spec)?;
+    }
+    let ud = lua.create_userdata(Conn {
+        session: RefCell::new(session),
+        label: spec.endpoint.host_port(),
+    })?;
+    conn::store_handlers(
+        &ud,
+        &lua.create_table()?,
+        handler,
+        parts.control_handler,
+        parts.handler_args,
+    )?;
+    ud.into_lua_multi(lua)
+}
+
+/// Calls the `connect` option as LuWS does, `connect(host, port)`, and takes over the socket it
+/// returns (anything with `getfd`, such as a LuaSocket TCP object after a SockProxy greeting).
+fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, Error>> {
+    let (obj, err): (Value, Value) = f.call((ep.host.as_str(), ep.port))?;
+    let obj = match obj {
+        Value::Nil | Value::Boolean(false) => {
+            let msg = match err {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Nil => format!("Connection to {}:{} failed", ep.host, ep.port),
+                other => other.to_string()?,
+            };
+            return Ok(Err(Error::ConnectFunction(msg)));
+        }
+        other => other,
+    };
+    let call = |name: &str, args: MultiValue| -> mlua::Result<Value> {
+        let method: Value = match &obj {
+            Value::Table(t) => t.get(name)?,
+            Value::UserData(u) => u.get(name).unwrap_or(Value::Nil),
+            _ => Value::Nil,
+        };
+        match method {
+            Value::Function(m) => {
+                let mut a = MultiValue::new();
+                a.push_back(obj.clone());
+                a.extend(args);
+                m.call(a)
+            }
+            _ => Ok(Value::Nil),
+        }
+    };
+    let fd = match call("getfd", MultiValue::new())? {
+        Value::Integer(i) => i as i64,
+        Value::Number(n) => n as i64,
+        _ => -1,
+    };
+    if fd < 0 || fd > i32::MAX as i64 || !crate::sys::is_socket(fd as i32) {
+        return Ok(Err(Error::NoSocket));
+    }
+    // Take a private copy of the descriptor, then have the Lua object forget its own (LuaSocket's
+    // setfd) so that its close or collection cannot touch the connection.
+    let own = match crate::sys::dup_cloexec(fd as i32) {
+        Ok(d) => d,
+        Err(_) => return Ok(Err(Error::NoSocket)),
+    };
+    // SAFETY: `own` is a fresh descriptor from dup that nothing else owns.
+    let tcp = unsafe { TcpStream::from_raw_fd(own) };
+    let mut forget = MultiValue::new();
+    forget.push_back(Value::Integer(-1));
+    if call("setfd", forget).is_ok() {
+        // SAFETY: the Lua object no longer refers to `fd`, so closing it here is ours to do.
+        unsafe { libc::close(fd as i32) };
+    }
+    crate::tcp::tune(&tcp);
+    Ok(Ok(tcp))
+}
+
+fn opcode(v: &Value, func: &'static str) -> mlua::Result<u8> {
+    let n = match v {
+        Value::Integer(i) => *i as f64,
+        Value::Number(n) => *n,
+        other => return Err(expected(2, func, "number", other)),
+    };
+    match n {
+        1.0 => Ok(1),
+        2.0 => Ok(2),
+        8.0 => Ok(8),
+        9.0 => Ok(9),
+        10.0 => Ok(10),
+        _ => Err(bad(2, func, "opcode must be 1, 2, 8, 9 or 10")),
+    }
+}
+
+/// The bytes of `data`: a string, nil (empty), or an LTN12 source drained into one message.
+fn payload(data: Value, func: &'static str) -> mlua::Result<Result<Vec<u8>, SendFailure>> {
+    match data {
+        Value::Nil => Ok(Ok(Vec::new())),
+        Value::String(s) => Ok(Ok(s.as_bytes().to_vec())),
+        Value::Integer(_) | Value::Number(_) => Ok(Ok(data.to_string()?.into_bytes())),
+        Value::Function(src) => {
+            let mut out = Vec::new();
+            loop {
+                match src.call::<(Value, Value)>(()) {
+                    Ok((Value::String(s), _)) => out.extend_from_slice(&s.as_bytes()),
+                    Ok((Value::Nil, Value::Nil)) => return Ok(Ok(out)),
+                    Ok((Value::Nil, err)) => {
+                        return Ok(Err(SendFailure::Source(err.to_string().unwrap_or_default())));
+                    }
+                    Ok((other, _)) => {
+                        return Ok(Err(SendFailure::Source(format!(
+                            "chunk must be a string, got {}",
+                            super::args::type_name(&other)
+                        ))));
+                    }
+                    Err(e) => return Ok(Err(SendFailure::Source(e.to_string()))),
+                }
+            }
+        }
+        other => Err(expected(3, func, "string or function", &other)),
+    }
+}
+
+/// `wssend(conn, opcode, data)` -> `true` | `false, err`.
+pub fn send(
+    _lua: &Lua,
+    ud: &AnyUserData,
+    op: Value,
+    data: Value,
+    func: &'static str,
+) -> mlua::Result<(bool, Option<String>)> {
+    let op = opcode(&op, func)?;
+    let bytes = match payload(data, func)? {
+        Ok(b) => b,
+        Err(f) => return Ok((false, Some(Error::Send(f).to_string()))),
+    };
+    let out = match op {
+        1 => Outgoing::Text(bytes),
+        2 => Outgoing::Binary(bytes),
+        8 => Outgoing::Close(bytes),
+        9 => Outgoing::Ping(bytes),
+        _ => Outgoing::Pong(bytes),
+    };
+    let conn = ud.borrow::<Conn>()?;
+    let result = conn.session.borrow_mut().send(out);
+    match result {
+        Ok(()) => Ok((true, None)),
+        Err(e) => Ok((false, Some(e.to_string()))),
+    }
+}
+
+/// `wsreceive(conn)` -> `more, nbytes` | `nil, err`. Dispatches every complete message to the
+/// handler; no borrow of the session is held while Lua code runs.
+pub fn receive(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
+    let conn = ud.borrow::<Conn>()?;
+    let began_open = conn.session.borrow_mut().begin_receive();
+    let mut handlers: Option<Handlers> = None;
+    let mut nbytes = 0usize;
+    loop {
+        let event = {
+            let mut s = conn.session.borrow_mut();
+            let ev = s.next_event();
+            nbytes = nbytes.max(s.bytes_read());
+            ev
+        };
+        let h = match &handlers {
+            Some(h) => h,
+            None => handlers.insert(conn::handlers(ud)?),
+        };
+        match event {
+            Event::Message { text, data } => {
+                let s = lua.create_string(&data)?;
+                dispatch(lua, &h.handler, ud, Value::Integer(if text { 1 } else { 2 }), Value::String(s), &h.args, "message handler");
+            }
+            Event::Control { opcode, data } => {
+                let mut default = true;
+                if let Some(ch) = &h.control {
+                    let s = Value::String(lua.create_string(&data)?);
+                    let r = dispatch(lua, ch, ud, Value::Integer(opcode as _), s, &h.args, "control handler");
+                    default = !matches!(r, Some(Value::Boolean(false)));
+                }
+                if opcode == 8 && default {
+                    let msg = Error::Receive(crate::error::ReceiveFailure::Closed).to_string();
+                    let s = Value::String(lua.create_string(&msg)?);
+                    dispatch(lua, &h.handler, ud, Value::Boolean(false), s, &h.args, "message handler");
+                }
+            }
+            Event::Failed(e) => {
+                let s = Value::String(lua.create_string(e.to_string())?);
+                dispatch(lua, &h.handler, ud, Value::Boolean(false), s, &h.args, "message handler");
+                return (Value::Nil, e.receive_return_text()).into_lua_multi(lua);
+            }
+            Event::Ended(e) => {
+                // Closed by the application during this call (a handler called wsclose): a quiet end.
+                if began_open && e == Error::NotConnected {
+                    return (false, nbytes).into_lua_multi(lua);
+                }
+                return (Value::Nil, e.receive_return_text()).into_lua_multi(lua);
+            }
+            Event::Idle => return (false, nbytes).into_lua_multi(lua),
+            Event::Paused => return (true, nbytes).into_lua_multi(lua),
+        }
+    }
+}
+
+/// Calls a user handler as `f(conn, a, b, handler_args...)`. An error it raises is logged and
+/// swallowed: one bad message must not break the connection or lose the ones after it.
+fn dispatch(
+    lua: &Lua,
+    f: &Function,
+    ud: &AnyUserData,
+    a: Value,
+    b: Value,
+    extra: &[Value],
+    what: &str,
+) -> Option<Value> {
+    let mut mv = MultiValue::with_capacity(3 + extra.len());
+    mv.push_back(Value::UserData(ud.clone()));
+    mv.push_back(a);
+    mv.push_back(b);
+    mv.extend(extra.iter().cloned());
+    match f.call::<Value>(mv) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::error(lua, &format!("{what} error: {e}"));
+            None
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! One WebSocket connection after its handshake: non-blocking receive in bounded steps, sends
+//! bounded by a timeout, the closing handshake, and the receive-timeout and keepalive timers.
+//!
+//! The caller pulls one `Event` at a time and holds no borrow while it runs user code, so a
+//! message handler may send, receive or close on the same connection.
+
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
+use tungstenite::{Bytes, Message, Utf8Bytes};
+
+use crate::error::{Error, ReceiveFailure, SendFailure, io_words};
+use crate::stream::{Stream, Transport, ws_no_block};
+use crate::sys::{Interest, wait_fd};
+
+type Ws = WebSocket<Stream>;
+
+/// Tunables of an open connection (the LuWS options that matter after the handshake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Fail with `message timeout` when no frame arrives for this long.
+    pub receive_timeout: Option<Duration>,
+    /// Send a ping after this much silence; fail when nothing answers within as long again.
+    pub keepalive: Option<Duration>,
+    /// How long a send may wait for the socket to take its data; zero never waits (the rest
+    /// stays buffered and goes out on later calls).
+    pub send_timeout: Duration,
+    /// How long `close` waits for the peer's Close.
+    pub close_timeout: Duration,
+    /// Largest socket read, in bytes (LuWS `receive_chunk_size`).
+    pub chunk_size: usize,
+    /// Bytes one `wsreceive` call may read before it returns `more = true`.
+    pub receive_budget: usize,
+    /// Largest message, single frame or reassembled (LuWS `max_payload_size`).
+    pub max_payload_size: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            receive_timeout: None,
+            keepalive: None,
+            send_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(1),
+            chunk_size: 4096,
+            receive_budget: 64 * 1024,
+            max_payload_size: 65535,
+        }
+    }
+}
+
+impl SessionConfig {
+    fn tungstenite(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.chunk_size)
+            // Each message goes to the socket at once; batching would delay small messages.
+            .write_buffer_size(0)
+            .max_message_size(Some(self.max_payload_size))
+            .max_frame_size(Some(self.max_payload_size))
+    }
+}
+
+/// Where the connection stands.
+enum Link {
+    /// Messages flow both ways.
+    Open(Box<Ws>),
+    /// We sent a Close (RFC 6455 §7.1.2): we still read, we may not send data.
+    Closing(Box<Ws>),
+    /// The socket is closed; why is kept for the calls that follow.
+    Closed(Ending),
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone)]
+enum Ending {
+    /// The application closed it.
+    Local,
+    /// The peer closed it, cleanly or not.
+    Peer,
+    /// An error ended it.
+    Failed(Error),
+}
+
+impl Link {
+    fn ws(&mut self) -> Option<&mut Ws> {
+        match self {
+            Link::Open(ws) | Link::Closing(ws) => Some(ws),
+            Link::Closed(_) => None,
+        }
+    }
+}
+
+/// What one receive step produced.
+#[derive(Debug)]
+pub enum Event {
+    /// A complete data message (text already checked as UTF-8).
+    Message { text: bool, data: Bytes },
+    /// A control frame: opcode 8 (Close, the body as received), 9 (Ping) or 10 (Pong).
+    /// Replies the RFC requires (Pong, Close) are already queued.
+    Control { opcode: u8, data: Bytes },
+    /// The connection just failed; the socket is closed.
+    Failed(Error),
+    /// The connection was already closed: nothing more will come.
+    Ended(Error),
+    /// Nothing more can be read without waiting.
+    Idle,
+    /// The call's read budget is spent; more data may be waiting.
+    Paused,
+}
+
+/// What a send carries.
+pub enum Outgoing {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// A Close body as given by the user: empty, or a 2-byte code and a UTF-8 reason.
+    Close(Vec<u8>),
+}
+
+/// One open (or formerly open) WebSocket connection.
+pub struct Session {
+    link: Link,
+    config: SessionConfig,
+    /// When the last frame of any kind arrived.
+    last_frame: Instant,
+    /// Wall clock at `opened`, to report `last_frame` as a time of day.
+    opened: (Instant, SystemTime),
+    /// When the keepalive ping went out, while unanswered.
+    ping_sent: Option<Instant>,
+    /// Data may wait in buffers where poll(2) cannot see it (TLS, decoder, budget stop).
+    maybe_buffered: bool,
+    /// Some outgoing bytes wait for the socket.
+    pending_out: bool,
+}
+
+impl Session {
+    /// Wraps a transport that finished its handshake; `leftover` holds bytes read past the
+    /// response header, already part of the WebSocket stream.
+    pub fn new(transport: Transport, leftover: Vec<u8>, config: SessionConfig) -> Session {
+        let maybe_buffered = !leftover.is_empty();
+        let ws = WebSocket::from_partially_read(
+            Stream::new(transport),
+            leftover,
+            Role::Client,
+            Some(config.tungstenite()),
+        );
+        let now = Instant::now();
+        Session {
+            link: Link::Open(Box::new(ws)),
+            config,
+            last_frame: now,
+            opened: (now, SystemTime::now()),
+            ping_sent: None,
+            maybe_buffered,
+            pending_out: false,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// True while messages may still be sent.
+    pub fn is_open(&self) -> bool {
+        matches!(self.link, Link::Open(_))
+    }
+
+    /// True until the socket is closed.
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.link, Link::Closed(_))
+    }
+
+    /// The socket's descriptor, or -1 once closed (LuaSocket's `select` skips -1).
+    pub fn raw_fd(&self) -> i32 {
+        match &self.link {
+            Link::Open(ws) | Link::Closing(ws) => ws.get_ref().transport().raw_fd(),
+            Link::Closed(_) => -1,
+        }
+    }
+
+    /// Data may be buffered where poll(2) cannot see it: call `receive` without waiting.
+    pub fn dirty(&self) -> bool {
+        self.is_connected() && self.maybe_buffered
+    }
+
+    /// Outgoing bytes wait for the socket (poll for writability too).
+    pub fn wants_write(&self) -> bool {
+        self.is_connected() && self.pending_out
+    }
+
+    /// Seconds since the epoch when the last frame arrived (LuWS `wslastping`).
+    pub fn last_frame_time(&self) -> f64 {
+        let at = self.opened.1 + self.last_frame.saturating_duration_since(self.opened.0);
+        at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    }
+
+    /// Starts a receive call: resets the read budget. Returns false when closed.
+    pub fn begin_receive(&mut self) -> bool {
+        let budget = self.config.receive_budget;
+        match self.link.ws() {
+            Some(ws) => {
+                ws.get_mut().set_budget(budget);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes read from the socket since `begin_receive`.
+    pub fn bytes_read(&self) -> usize {
+        match &self.link {
+            Link::Open(ws) | Link::Closing(ws) => ws.get_ref().read_in_call(),
+            Link::Closed(_) => 0,
+        }
+    }
+
+    /// The next thing that happened on the connection, without blocking.
+    pub fn next_event(&mut self) -> Event {
+        if self.pending_out {
+            if let Err(e) = self.flush_for(Duration::ZERO) {
+                return Event::Failed(e);
+            }
+        }
+        let Some(ws) = self.link.ws() else {
+            return Event::Ended(self.ending_error());
+        };
+        match ws.read() {
+            Ok(msg) => {
+                self.last_frame = Instant::now();
+                self.ping_sent = None;
+                self.on_message(msg)
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                let paused = ws.get_ref().paused();
+                self.maybe_buffered = paused;
+                if paused {
+                    Event::Paused
+                } else {
+                    self.check_timers()
+                }
+            }
+            Err(e) => self.on_read_error(e),
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Event {
+        match msg {
+            Message::Text(t) => Event::Message {
+                text: true,
+                data: Bytes::from(t),
+            },
+            Message::Binary(b) => Event::Message {
+                text: false,
+                data: b,
+            },
+            Message::Ping(p) => Event::Control { opcode: 9, data: p },
+            Message::Pong(p) => Event::Control {
+                opcode: 10,
+                data: p,
+            },
+            Message::Close(frame) => {
+                let body = match frame {
+                    Some(f) => {
+                        let mut v = u16::from(f.code).to_be_bytes().to_vec();
+                        v.extend_from_slice(f.reason.as_bytes());
+                        Bytes::from(v)
+                    }
+                    None => Bytes::new(),
+                };
+                // tungstenite queued our echo of the peer's Close (or this acknowledges ours):
+                // send it, then the closing handshake is complete and the socket can go.
+                let wait = self.config.close_timeout;
+                let _ = self.flush_for(wait);
+                self.drop_socket(Ending::Peer);
+                Event::Control {
+                    opcode: 8,
+                    data: body,
+                }
+            }
+            // Raw frames are never returned by read().
+            Message::Frame(_) => Event::Idle,
+        }
+    }
+
+    fn on_read_error(&mut self, e: tungstenite::Error) -> Event {
+        use tungstenite::error::{CapacityError, ProtocolError as P};
+        let (failure, code) = match e {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                (ReceiveFailure::Closed, None)
+            }
+            tungstenite::Error::Protocol(P::ResetWithoutClosingHandshake) => {
+                (ReceiveFailure::Closed, None)
+            }
+            tungstenite::Error::Protocol(p) => (
+                ReceiveFailure::Protocol(protocol_words(&p)),
+                Some(CloseCode::Protocol),
+            ),
+            tungstenite::Error::Utf8(_) => (ReceiveFailure::InvalidUtf8, Some(CloseCode::Invalid)),
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+                ReceiveFailure::TooBig {
+                    size: size as u64,
+                    max: max_size,
+                },
+                Some(CloseCode::Size),
+            ),
+            tungstenite::Error::Capacity(_) => (
+                ReceiveFailure::TooBig {
+                    size: 0,
+                    max: self.config.max_payload_size,
+                },
+                Some(CloseCode::Size),
+            ),
+            tungstenite::Error::Io(io) => (ReceiveFailure::Io(io_words(&io)), None),
+            other => (ReceiveFailure::Io(other.to_string()), None),
+        };
+        let failure = match failure {
+            ReceiveFailure::Io(w) if w == "closed" => ReceiveFailure::Closed,
+            f => f,
+        };
+        self.fail(Error::Receive(failure), code)
+    }
+
+    /// Receive timeout and keepalive, checked when the socket has nothing to read.
+    fn check_timers(&mut self) -> Event {
+        let now = Instant::now();
+        let silent = now.saturating_duration_since(self.last_frame);
+        if let Some(limit) = self.config.receive_timeout {
+            if silent >= limit {
+                return self.fail(Error::MessageTimeout, Some(CloseCode::Away));
+            }
+        }
+        if let Some(every) = self.config.keepalive {
+            match self.ping_sent {
+                Some(sent) if now.saturating_duration_since(sent) >= every => {
+                    return self.fail(
+                        Error::Receive(ReceiveFailure::KeepaliveTimeout),
+                        Some(CloseCode::Away),
+                    );
+                }
+                None if silent >= every => {
+                    self.ping_sent = Some(now);
+                    if let Some(ws) = self.link.ws() {
+                        let _ = ws.write(Message::Ping(Bytes::from_static(b"luws-keepalive")));
+                    }
+                    if let Err(e) = self.flush_for(Duration::ZERO) {
+                        return Event::Failed(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Event::Idle
+    }
+
+    /// Ends the connection after an error: best-effort Close with `code`, then the socket goes.
+    fn fail(&mut self, err: Error, code: Option<CloseCode>) -> Event {
+        if let (Some(code), Some(ws)) = (code, self.link.ws()) {
+            let _ = ws.close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(""),
+            }));
+        }
+        self.drop_socket(Ending::Failed(err.clone()));
+        Event::Failed(err)
+    }
+
+    fn drop_socket(&mut self, why: Ending) {
+        self.link = Link::Closed(why);
+        self.maybe_buffered = false;
+        self.pending_out = false;
+    }
+
+    fn ending_error(&self) -> Error {
+        match &self.link {
+            Link::Closed(Ending::Peer) => Error::Receive(ReceiveFailure::Closed),
+            Link::Closed(Ending::Failed(e)) => e.clone(),
+            _ => Error::NotConnected,
+        }
+    }
+
+    /// Sends one message. Returns once it is on the wire, or buffered when `send_timeout` is
+    /// zero; fails (and gives the connection up) when the peer takes nothing for `send_timeout`.
+    pub fn send(&mut self, out: Outgoing) -> Result<(), Error> {
+        match &self.link {
+            Link::Open(_) => {}
+            Link::Closing(_) => return Err(Error::Closing),
+            Link::Closed(_) => return Err(Error::NotConnected),
+        }
+        let is_close = matches!(out, Outgoing::Close(_));
+        let msg = to_message(out).map_err(Error::Send)?;
+        let Some(ws) = self.link.ws() else {
+            return Err(Error::NotConnected);
+        };
+        match ws_no_block(ws.write(msg)) {
+            Ok(_) => {}
+            Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing)) => {
+                return Err(Error::Closing);
+            }
+            Err(e) => return Err(self.fail_send(e)),
+        }
+        if is_close {
+            if let Link::Open(ws) = std::mem::replace(&mut self.link, Link::Closed(Ending::Local)) {
+                self.link = Link::Closing(ws);
+            }
+        }
+        let wait = self.config.send_timeout;
+        self.flush_for(wait)
+    }
+
+    /// Writes buffered output, waiting up to `wait` for the socket. With `wait` zero the rest
+    /// stays buffered; otherwise running out of time gives the connection up.
+    fn flush_for(&mut self, wait: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let Some(ws) = self.link.ws() else {
+                return Err(self.ending_error());
+            };
+            match ws_no_block(ws.flush()) {
+                Ok(Some(())) => {
+                    self.pending_out = false;
+                    return Ok(());
+                }
+                Ok(None) => self.pending_out = true,
+                Err(e) => return Err(self.fail_send(e)),
+            }
+            if wait.is_zero() {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let err = Error::Send(SendFailure::Timeout);
+                self.drop_socket(Ending::Failed(err.clone()));
+                return Err(err);
+            }
+            let fd = ws.get_ref().transport().raw_fd();
+            let _ = wait_fd(fd, Interest::Write, left);
+        }
+    }
+
+    fn fail_send(&mut self, e: tungstenite::Error) -> Error {
+        let failure = match e {
+            tungstenite::Error::Io(io) => match io_words(&io).as_str() {
+                "closed" => SendFailure::Closed,
+                w => SendFailure::Io(w.to_string()),
+            },
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                SendFailure::Closed
+            }
+            other => SendFailure::Io(other.to_string()),
+        };
+        let err = Error::Send(failure);
+        self.drop_socket(Ending::Failed(err.clone()));
+        err
+    }
+
+    /// Closes: sends Close `code` if open, waits up to `close_timeout` for the peer's Close,
+    /// then closes the socket. Safe in any state, any number of times.
+    pub fn close(&mut self, code: u16) {
+        let deadline = Instant::now() + self.config.close_timeout;
+        if let Link::Open(ws) = &mut self.link {
+            let _ = ws.close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from_static(""),
+            }));
+        }
+        if let Some(ws) = self.link.ws() {
+            ws.get_mut().set_budget(usize::MAX);
+            await_peer_close(ws, deadline);
+            if let Transport::Tls(t) = ws.get_mut().transport_mut() {
+                let _ = crate::tls::shutdown(t);
+            }
+        }
+        if self.is_connected() {
+            self.drop_socket(Ending::Local);
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A connection dropped without `close` (garbage collection) still says goodbye: one
+    /// non-blocking attempt to send Close 1001, then the socket closes.
+    fn drop(&mut self) {
+        if let Link::Open(ws) = &mut self.link {
+            let _ = ws.close(Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: Utf8Bytes::from_static(""),
+            }));
+        }
+    }
+}
+
+/// Reads until the peer's Close arrives (or the socket ends, or time runs out).
+fn await_peer_close(ws: &mut Ws, deadline: Instant) {
+    loop {
+        let fd = ws.get_ref().transport().raw_fd();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ws_no_block(ws.flush()) {
+            Ok(Some(())) => {}
+            Ok(None) if !left.is_zero() => {
+                let _ = wait_fd(fd, Interest::Write, left);
+                continue;
+            }
+            _ => return,
+        }
+        match ws.read() {
+            Ok(Message::Close(_)) => {
+                let _ = ws.flush();
+                return;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                if left.is_zero() || !matches!(wait_fd(fd, Interest::Read, left), Ok(true)) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn to_message(out: Outgoing) -> Result<Message, SendFailure> {
+    let control = |v: Vec<u8>| {
+        if v.len() > 125 {
+            Err(SendFailure::ControlTooLarge)
+        } else {
+            Ok(Bytes::from(v))
+        }
+    };
+    Ok(match out {
+        Outgoing::Text(v) => Message::Text(
+            Utf8Bytes::try_from(Bytes::from(v)).map_err(|_| SendFailure::InvalidUtf8)?,
+        ),
+        Outgoing::Binary(v) => Message::Binary(Bytes::from(v)),
+        Outgoing::Ping(v) => Message::Ping(control(v)?),
+        Outgoing::Pong(v) => Message::Pong(control(v)?),
+        Outgoing::Close(v) => Message::Close(close_frame(control(v)?)?),
+    })
+}
+
+/// A Close body from user bytes (RFC 6455 §5.5.1, §7.4).
+fn close_frame(body: Bytes) -> Result<Option<CloseFrame>, SendFailure> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if body.len() < 2 {
+        return Err(SendFailure::BadClosePayload);
+    }
+    let code = CloseCode::from(u16::from_be_bytes([body[0], body[1]]));
+    if !code.is_allowed() {
+        return Err(SendFailure::BadClosePayload);
+    }
+    let reason = Utf8Bytes::try_from(body.slice(2..)).map_err(|_| SendFailure::BadClosePayload)?;
+    Ok(Some(CloseFrame { code, reason }))
+}
+
+/// Short, stable words for RFC violations (they end up in handler messages).
+fn protocol_words(p: &tungstenite::error::ProtocolError) -> &'static str {
+    use tungstenite::error::ProtocolError as P;
+    match p {
+        P::NonZeroReservedBits => "reserved bits set",
+        P::MaskedFrameFromServer => "masked frame from server",
+        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) => "unknown opcode",
+        P::FragmentedControlFrame => "fragmented control frame",
+        P::ControlFrameTooBig => "control frame too big",
+        P::UnexpectedContinueFrame => "continuation frame without a message",
+        P::ExpectedFragment(_) => "new message inside a fragmented one",
+        P::InvalidCloseSequence => "invalid close frame",
+        P::ReceivedAfterClosing => "data after close",
+        _ => "invalid frame",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_bodies() {
+        assert_eq!(close_frame(Bytes::new()), Ok(None));
+        assert_eq!(close_frame(Bytes::from_static(b"\x03")), Err(SendFailure::BadClosePayload));
+        // 1005 and 999 may not be sent (RFC 6455 §7.4.1).
+        assert_eq!(close_frame(Bytes::from_static(b"\x03\xed")), Err(SendFailure::BadClosePayload));
+        assert_eq!(close_frame(Bytes::from_static(b"\x03\xe7")), Err(SendFailure::BadClosePayload));
+        assert_eq!(
+            close_frame(Bytes::from_static(b"\x03\xe8\xff")),
+            Err(SendFailure::BadClosePayload)
+        );
+        let f = close_frame(Bytes::from_static(b"\x0f\xa0bye")).ok().flatten();
+        assert_eq!(f.map(|f| (u16::from(f.code), f.reason.to_string())), Some((4000, "bye".into())));
+    }
+
+    #[test]
+    fn control_frames_are_limited_to_125_bytes() {
+        assert!(matches!(to_message(Outgoing::Ping(vec![0; 125])), Ok(Message::Ping(_))));
+        assert_eq!(
+            to_message(Outgoing::Ping(vec![0; 126])).err(),
+            Some(SendFailure::ControlTooLarge)
+        );
+        assert_eq!(
+            to_message(Outgoing::Text(vec![0xff])).err(),
+            Some(SendFailure::InvalidUtf8)
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The byte stream under the WebSocket: plain TCP or TLS over TCP, with a per-call read budget.
+//!
+//! The budget is how `wsreceive` bounds its work: once a call has read its share, the stream
+//! reports `WouldBlock`, which tungstenite treats as "no data yet" and keeps its partial frame.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::tls::TlsStream;
+
+/// TCP or TLS.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => crate::tls::tcp_of(s),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.tcp().as_raw_fd()
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A transport plus the read budget of the current `wsreceive` call.
+pub struct Stream {
+    transport: Transport,
+    /// Bytes this call may still read; 0 makes reads report WouldBlock.
+    budget: usize,
+    /// Bytes read since the budget was last set.
+    read_in_call: usize,
+    /// The last WouldBlock came from the budget, not the socket: data may be waiting.
+    paused: bool,
+}
+
+impl Stream {
+    pub fn new(transport: Transport) -> Stream {
+        Stream {
+            transport,
+            budget: usize::MAX,
+            read_in_call: 0,
+            paused: false,
+        }
+    }
+
+    /// Starts a call that may read up to `budget` bytes.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+        self.read_in_call = 0;
+        self.paused = false;
+    }
+
+    pub fn read_in_call(&self) -> usize {
+        self.read_in_call
+    }
+
+    /// Whether the last WouldBlock was the budget's (the socket may still hold data).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub fn transport_mut(&mut self) -> &mut Transport {
+        &mut self.transport
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            self.paused = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let want = buf.len().min(self.budget);
+        let n = self.transport.read(&mut buf[..want])?;
+        self.budget -= n;
+        self.read_in_call += n;
+        Ok(n)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.transport.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.transport.flush()
+    }
+}
+
+/// Folds `WouldBlock` into `Ok(None)`: the one place where "no data yet" stops being an error.
+pub trait NoBlock<T> {
+    fn no_block(self) -> io::Result<Option<T>>;
+}
+
+impl<T> NoBlock<T> for io::Result<T> {
+    fn no_block(self) -> io::Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The same folding for tungstenite results.
+pub fn ws_no_block<T>(r: tungstenite::Result<T>) -> tungstenite::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}

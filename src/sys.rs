@@ -1,0 +1,92 @@
+//! The few OS calls std does not offer: poll(2) on one or many descriptors, TCP keepalive, linger.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// Readiness to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
+/// Waits until `fd` is ready or `timeout` passes. `Ok(false)` means the time ran out.
+/// EINTR restarts the wait with what is left of the time.
+pub fn wait_fd(fd: RawFd, interest: Interest, timeout: Duration) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    let mut fds = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
+    Ok(poll(&mut fds, Some(timeout))? > 0)
+}
+
+/// poll(2) over a set of descriptors; `None` waits without limit. Returns how many are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a 0.4 ms wait does not become a busy 0 ms poll.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call's duration.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// SO_KEEPALIVE, as LuWS sets on its sockets: the kernel eventually notices a dead peer.
+pub fn set_keepalive(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value points at a live c_int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Duplicates a descriptor with close-on-exec set, so luws owns its own copy of a socket that a
+/// Lua object (the `connect` option) also holds.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl with F_DUPFD_CLOEXEC has no memory effects; an invalid fd yields EBADF.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r >= 0 {
+        Ok(r)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// True when `fd` is an open socket (used to validate a descriptor handed over from Lua).
+pub fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat writes into the zeroed stat we own; an invalid fd yields an error.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}
