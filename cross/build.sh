@@ -37,7 +37,9 @@ export CARGO_PROFILE_RELEASE_DEBUG=false
 CC_BIN="$GNU_TRIPLE-gcc"
 if [ "$LIBC" = glibc ]; then
   CFL="--sysroot=$SYSROOT"
-  RF="-C link-arg=--sysroot=$SYSROOT"
+  mkdir -p "$WORK/compat-$T"
+  "$CC_BIN" --sysroot="$SYSROOT" -O2 -fPIC -c "$CROSS_DIR/glibc/compat.c" -o "$WORK/compat-$T/compat.o"
+  RF="-C link-arg=--sysroot=$SYSROOT -C link-arg=$WORK/compat-$T/compat.o"
 else
   # Vera: uClibc-ng, o32 soft-float, MIPS32r2. Everything linked must be
   # soft-float: the LLVM libunwind built by uclibc.sh stands in for libgcc_s

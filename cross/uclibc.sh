@@ -42,6 +42,8 @@ if [ ! -d "$KH/linux" ]; then
 fi
 UC="$U/uClibc-ng-1.0.35"
 rm -rf "$UC"; tar -C "$U" -xf /usr/src/uClibc-ng-1.0.35.tar.xz
+# With ABI_VERSION=0 the loader's ".so.0 compatibility link" would point at itself.
+sed -i 's|ln -sf $(UCLIBC_LDSO_NAME).so.$(ABI_VERSION) $(UCLIBC_LDSO_NAME).so.0|true|' "$UC/ldso/ldso/Makefile.in"
 log "uClibc-ng 1.0.35: configure + build"
 UMAKE=(make -C "$UC" -j"$(nproc)" ARCH=mips CROSS_COMPILE=mipsel-linux-gnu- ABI_VERSION=0
        KERNEL_HEADERS="$KH" UCLIBC_EXTRA_CFLAGS="$ARCHFLAGS" LIBGCC="$SOFTFP $GCCLIB" V=0)

@@ -30,35 +30,6 @@ say() { printf 'autobahn: %s\n' "$*"; }
 bash "$HERE/install.sh"
 VENV="${AUTOBAHN_VENV:-$HERE/venv}"
 
-# ------------------------------------------------------------------- module
-if [[ -n "${LUWS_SO:-}" ]]; then
-    SO="$LUWS_SO"
-else
-    SO="$ROOT/target/release/libluws.so"
-    if [[ ! -f "$SO" ]]; then
-        say "building the module (cargo build --release)"
-        cargo build --release --quiet
-    fi
-fi
-[[ -f "$SO" ]] || { say "module not found: $SO"; exit 2; }
-if [[ "$(basename "$SO")" == "luws.so" ]]; then
-    CDIR="$(cd "$(dirname "$SO")" && pwd)"
-else
-    CDIR="$ROOT/target/lua51"
-    mkdir -p "$CDIR"
-    if [[ ! "$SO" -ef "$CDIR/luws.so" ]]; then   # may already be a hard link of it
-        cp -f "$SO" "$CDIR/.luws.so.tmp" && mv -f "$CDIR/.luws.so.tmp" "$CDIR/luws.so"
-    fi
-fi
-export LUA_CPATH="$CDIR/?.so;;"
-"$LUA" -e 'require "luws"' || { say "cannot load luws from $CDIR with $LUA"; exit 2; }
-
-# ------------------------------------------------------------------- config
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT="${AUTOBAHN_PORT:-9001}"
-if ! port_free "$PORT"; then
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-fi
 TMP="$(mktemp -d)"
 WSTEST_PID=""
 cleanup() {
@@ -71,6 +42,39 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------- module
+if [[ -n "${LUWS_SO:-}" ]]; then
+    SO="$LUWS_SO"
+else
+    SO="$ROOT/target/release/libluws.so"
+    if [[ ! -f "$SO" ]]; then
+        say "building the module (cargo build --release)"
+        cargo build --release --quiet
+    fi
+fi
+[[ -f "$SO" ]] || { say "module not found: $SO"; exit 2; }
+if [[ -z "${LUWS_SO:-}" ]]; then
+    # The conventional place for `require "luws"` from the build tree.
+    mkdir -p "$ROOT/target/lua51"
+    if [[ ! "$SO" -ef "$ROOT/target/lua51/luws.so" ]]; then   # may already be a hard link of it
+        cp -f "$SO" "$ROOT/target/lua51/.luws.so.$$" && mv -f "$ROOT/target/lua51/.luws.so.$$" "$ROOT/target/lua51/luws.so"
+    fi
+fi
+# The client loads a private snapshot: a rebuild or `cp` over the .so while it
+# is mapped would crash the run with SIGBUS.
+CDIR="$TMP/cpath"
+mkdir -p "$CDIR"
+cp "$SO" "$CDIR/luws.so"
+export LUA_CPATH="$CDIR/?.so;;"
+"$LUA" -e 'require "luws"' || { say "cannot load luws from $CDIR with $LUA"; exit 2; }
+
+# ------------------------------------------------------------------- config
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT="${AUTOBAHN_PORT:-9001}"
+if ! port_free "$PORT"; then
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+fi
 
 CONFIG="$TMP/fuzzingserver.json"
 python3 - "$HERE/fuzzingserver.json" "$CONFIG" "$PORT" "${AUTOBAHN_CASES:-}" <<'PY'

@@ -1,0 +1,32 @@
+# Benchmarks (issue 6): luws from Lua 5.1 against a pure-Rust tungstenite client. See bench/.
+#   make bench        the full run; writes bench/results.md
+#   make bench-smoke  small counts, < 60 s, fails only if something does not run (for CI)
+
+BENCH_TARGET := $(CURDIR)/bench/target
+LUWS_SO      := target/release/libluws.so
+
+# The module as `require "luws"` finds it, and the bench crate (own lock, own target dir).
+define bench_prepare
+	test -f $(LUWS_SO) || cargo build --release
+	mkdir -p $(BENCH_TARGET)/lua51
+	cp $(LUWS_SO) $(BENCH_TARGET)/lua51/luws.so
+	CARGO_TARGET_DIR=$(BENCH_TARGET) cargo build --release --manifest-path bench/Cargo.toml
+endef
+
+.PHONY: bench bench-smoke
+
+bench:
+	command -v valgrind >/dev/null && command -v strace >/dev/null || \
+	  { apt-get update && apt-get install -y valgrind strace; }
+	$(bench_prepare)
+	# The same code unstripped, only so callgrind can name luws's functions.
+	CARGO_TARGET_DIR=$(BENCH_TARGET)/luws-sym CARGO_PROFILE_RELEASE_STRIP=none cargo build --release
+	mkdir -p $(BENCH_TARGET)/lua51-sym
+	cp $(BENCH_TARGET)/luws-sym/release/libluws.so $(BENCH_TARGET)/lua51-sym/luws.so
+	$(BENCH_TARGET)/release/luws-bench run --lua-dir $(BENCH_TARGET)/lua51 \
+	  --sym-lua-dir $(BENCH_TARGET)/lua51-sym --out bench/results.md
+
+bench-smoke:
+	$(bench_prepare)
+	$(BENCH_TARGET)/release/luws-bench run --smoke --lua-dir $(BENCH_TARGET)/lua51 \
+	  --out $(BENCH_TARGET)/results-smoke.md

@@ -1,0 +1,169 @@
+-- luws benchmark client (Lua 5.1): the same work as the Rust ceiling (src/client.rs).
+--   lua5.1 client.lua MODE COUNT SIZE URL
+-- prints one "RESULT key=value ..." line; secs is the timed part only (after the connection is
+-- open, except for openclose). luws.so must be on package.cpath (the driver sets LUA_CPATH).
+
+local mode, count, size, url = arg[1], tonumber(arg[2]), tonumber(arg[3]), arg[4]
+if not (mode and count and size and url) then
+  io.stderr:write("usage: lua5.1 client.lua MODE COUNT SIZE URL\n")
+  os.exit(2)
+end
+
+local luws = require "luws"
+local socket = require "socket"
+local now = socket.gettime
+
+-- Must match ECHO_TEXT in src/client.rs.
+local ECHO_TEXT = "luws-bench echo 32 bytes payload"
+assert(#ECHO_TEXT == 32)
+
+local function die(...)
+  io.stderr:write("lua client: ", table.concat({ ... }, " "), "\n")
+  os.exit(1)
+end
+
+-- Block until the connection is readable (or buffered data waits): luws.wait when the module
+-- has it, else LuaSocket's select (the conn has getfd and dirty).
+local wait
+if luws.wait then
+  wait = function(conn, t) return luws.wait({ conn }, t) end
+else
+  wait = function(conn, t) return socket.select({ conn }, nil, t) end
+end
+
+-- What the handler saw. A handler error is swallowed by luws, so failures are recorded here.
+local got, last, failed = 0, nil, nil
+local function handler(conn, op, data)
+  if op == false then
+    failed = data
+  else
+    got = got + 1
+    last = data
+  end
+end
+
+local function open(opts)
+  local conn, err = luws.wsopen(url, handler, opts)
+  if not conn then die("wsopen:", tostring(err)) end
+  return conn
+end
+
+-- Waits, then receives, until `goal` messages have arrived in total. Waiting first is the
+-- cheapest pattern when data is known not to be there yet; `more` (budget spent) skips the wait.
+local function pump(conn, goal)
+  local more = false
+  local quiet_since = now()
+  while got < goal do
+    if not more then
+      wait(conn, 1)
+    end
+    local before = got
+    local n, err
+    more, err = luws.wsreceive(conn)
+    if more == nil then die("wsreceive:", tostring(err)) end
+    if failed then die("handler got error:", tostring(failed)) end
+    if got ~= before then
+      quiet_since = now()
+    elseif now() - quiet_since > 30 then
+      die("no message for 30 s; got", got, "of", goal)
+    end
+  end
+end
+
+local function result(extra)
+  io.write("RESULT mode=", mode, " n=", count, " ", extra, "\n")
+end
+
+if mode == "echo" then
+  local conn = open()
+  local t0 = now()
+  for i = 1, count do
+    local ok, err = luws.wssend(conn, 1, ECHO_TEXT)
+    if not ok then die("wssend:", tostring(err)) end
+    pump(conn, i)
+    if last ~= ECHO_TEXT then die("wrong echo") end
+  end
+  local secs = now() - t0
+  luws.wsclose(conn)
+  result(string.format("secs=%.6f", secs))
+elseif mode == "recv" or mode == "big" then
+  local opts = nil
+  if mode == "big" then opts = { max_payload_size = 32 * 1024 * 1024 } end
+  local conn = open(opts)
+  local t0 = now()
+  local ok, err = luws.wssend(conn, 1, "push " .. size .. " " .. count)
+  if not ok then die("wssend:", tostring(err)) end
+  pump(conn, count)
+  if #last ~= size then die("wrong size", #last) end
+  local secs = now() - t0
+  last = nil
+  luws.wsclose(conn)
+  result(string.format("secs=%.6f", secs))
+elseif mode == "send" then
+  local conn = open()
+  local payload = string.rep("Z", size)
+  local t0 = now()
+  for _ = 1, count do
+    local ok, err = luws.wssend(conn, 2, payload)
+    if not ok then die("wssend:", tostring(err)) end
+  end
+  local ok, err = luws.wssend(conn, 1, "done")
+  if not ok then die("wssend:", tostring(err)) end
+  pump(conn, 1)
+  if last ~= "ack" then die("no ack") end
+  local secs = now() - t0
+  luws.wsclose(conn)
+  result(string.format("secs=%.6f", secs))
+elseif mode == "openclose" then
+  local t0 = now()
+  for _ = 1, count do
+    luws.wsclose(open())
+  end
+  local secs = now() - t0
+  result(string.format("secs=%.6f", secs))
+elseif mode == "idle" then
+  -- count wsreceive calls on a connection with nothing to read.
+  local conn = open()
+  local more, n = luws.wsreceive(conn)
+  if more ~= false then die("idle connection not idle:", tostring(more), tostring(n)) end
+  local receive = luws.wsreceive
+  for _ = 1, count do
+    receive(conn)
+  end
+  more, n = luws.wsreceive(conn)
+  if more ~= false or got ~= 0 or failed then die("idle connection not idle") end
+  luws.wsclose(conn)
+  result("secs=0")
+elseif mode == "mem" then
+  -- VmRSS before any connection, after a first one (which also faults in luws's code), after a
+  -- second one, and after `count` more. Each connection has had one idle wsreceive.
+  local function rss()
+    local f = assert(io.open("/proc/self/status"))
+    local s = f:read("*a")
+    f:close()
+    return tonumber(s:match("VmRSS:%s*(%d+)"))
+  end
+  local function settle()
+    collectgarbage("collect")
+    collectgarbage("collect")
+    return rss()
+  end
+  local conns = {}
+  local function add()
+    local c = open()
+    local more = luws.wsreceive(c)
+    if more == nil then die("wsreceive failed on an idle connection") end
+    conns[#conns + 1] = c
+  end
+  local r0 = settle()
+  add()
+  local r1 = settle()
+  add()
+  local r2 = settle()
+  for _ = 1, count do add() end
+  local r3 = settle()
+  result(string.format("rss0=%d rss1=%d rss2=%d rss3=%d", r0, r1, r2, r3))
+  for _, c in ipairs(conns) do luws.wsclose(c) end
+else
+  die("unknown mode", mode)
+end

@@ -1,0 +1,62 @@
+//! The benchmark's server: native tungstenite, blocking, one thread per connection, so it is
+//! never the bottleneck. What it does is chosen by the client's text messages:
+//!
+//! * `push SIZE COUNT`: sends COUNT binary messages of SIZE bytes, as fast as the socket takes them;
+//! * `done`: answers `ack` (the end of a send run: every byte before it has arrived);
+//! * any other text: echoed back;
+//! * binary messages: discarded.
+
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Bytes, Message};
+
+/// Accepts connections for ever (the caller runs this on a thread of its own).
+pub fn serve(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(s) = stream else { continue };
+        // Small stacks: the memory test keeps a thousand connections (threads) open.
+        let _ = thread::Builder::new()
+            .name("bench-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = handle(s);
+            });
+    }
+}
+
+fn handle(s: TcpStream) -> tungstenite::Result<()> {
+    s.set_nodelay(true)?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let mut ws = tungstenite::accept_with_config(s, Some(config)).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => {
+            tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
+        }
+    })?;
+    loop {
+        // A Close is answered inside read(); the next read reports ConnectionClosed.
+        match ws.read()? {
+            Message::Text(t) => {
+                if let Some(args) = t.as_str().strip_prefix("push ") {
+                    let mut it = args.split_whitespace().map(|w| w.parse::<usize>().unwrap_or(0));
+                    let (size, count) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                    let payload = Bytes::from(vec![0xa5u8; size]);
+                    for _ in 0..count {
+                        ws.write(Message::Binary(payload.clone()))?;
+                    }
+                    ws.flush()?;
+                } else if t.as_str() == "done" {
+                    ws.send(Message::text("ack"))?;
+                } else {
+                    ws.send(Message::Text(t))?;
+                }
+            }
+            Message::Binary(_) => {}
+            _ => {}
+        }
+    }
+}

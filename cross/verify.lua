@@ -1,0 +1,69 @@
+-- cross/verify.lua DIR PORT — run by cross/verify.sh under the target's own
+-- Lua 5.1 (qemu-user). Loads DIR/luws.so and talks to a loopback echo server
+-- on the host at ws://127.0.0.1:PORT/echo. Exits 0 when every check passes.
+local dir, port = assert(arg[1], "usage: verify.lua DIR PORT"), assert(tonumber(arg[2]), "PORT")
+package.cpath = dir .. "/?.so;" .. package.cpath
+local passed, failed = 0, 0
+local function check(name, cond, detail)
+  if cond then passed = passed + 1 else failed = failed + 1 end
+  local d = detail ~= nil and tostring(detail):gsub("\n.*", "") or ""
+  if #d > 100 then d = d:sub(1, 100) .. "..." end
+  print(string.format("%-4s %s%s", cond and "ok" or "FAIL", name, d ~= "" and ("  [" .. d .. "]") or ""))
+end
+
+local ok, luws = pcall(require, "luws")
+check("require 'luws'", ok and type(luws) == "table", not ok and luws or
+  string.format("VERSION %s, _VERSION %s, tls %s", tostring(luws.VERSION), tostring(luws._VERSION), tostring(luws.tls_backend)))
+if not ok then print(string.format("verify: %d passed, %d failed", passed, failed)); os.exit(1) end
+for _, f in ipairs({ "wsopen", "wssend", "wsreceive", "wsclose", "wslastping" }) do
+  check("luws." .. f .. " is a function", type(luws[f]) == "function")
+end
+
+-- A Rust error becomes a Lua error (argument check in Rust; pcall catches it).
+local url = string.format("ws://127.0.0.1:%d/echo", port)
+local e_ok, err = pcall(luws.wsopen, 42)
+check("Rust error -> Lua error: pcall(wsopen, 42)", not e_ok and type(err) == "string" and err:find("wsopen", 1, true), err)
+-- Floats into Rust: 1.5 must be seen as non-integral, -0.25 as negative.
+e_ok, err = pcall(luws.wsopen, url, function() end, { receive_chunk_size = 1.5 })
+check("float 1.5 into Rust (receive_chunk_size rejected)", not e_ok and tostring(err):find("integer", 1, true), err)
+e_ok, err = pcall(luws.wsopen, url, function() end, { receive_timeout = -0.25 })
+check("float -0.25 into Rust (receive_timeout rejected)", not e_ok and tostring(err):find("between", 1, true), err)
+-- A float out of Rust with no connection.
+check("float out of Rust: wslastping(nil) == 0.0", luws.wslastping(nil) == 0)
+
+-- Echo a text and a binary message (the binary one > 64 KiB: 64-bit length).
+local got = {}
+local function handler(conn, op, data) got[#got + 1] = { op = op, data = data } end
+local opts = { receive_timeout = 0.25 }
+local t0 = os.time()
+local conn, oerr = luws.wsopen(url, handler, opts)
+check("wsopen " .. url, conn, conn and type(conn) or oerr)
+if conn then
+  check("option floats back: receive_timeout == 0.25", opts.receive_timeout == 0.25, opts.receive_timeout)
+  local mp = opts.max_payload_size
+  check("default max_payload_size is a sane float from Rust", type(mp) == "number" and mp >= 65536 and mp < 1e16 and mp % 1 == 0, mp)
+  local text = "h\195\169llo from " .. _VERSION .. " " .. string.rep("x", 300)
+  local parts = {}
+  for i = 0, 255 do parts[#parts + 1] = string.char(i) end
+  local bin = string.rep(table.concat(parts), 300) -- 76800 bytes, all byte values
+  local s1, e1 = luws.wssend(conn, 1, text)
+  local s2, e2 = luws.wssend(conn, 2, bin)
+  check("wssend text + binary", s1 == true and s2 == true, e1 or e2)
+  local deadline = os.time() + 30
+  local rerr
+  while #got < 2 and os.time() < deadline do
+    local more, n = luws.wsreceive(conn)
+    if more == nil then rerr = n break end
+  end
+  check("text echoed (opcode 1)", got[1] and got[1].op == 1 and got[1].data == text, got[1] and (got[1].op .. " " .. #tostring(got[1].data)) or rerr or "nothing received")
+  check("binary echoed (opcode 2, 76800 bytes)", got[2] and got[2].op == 2 and got[2].data == bin, got[2] and (got[2].op .. " " .. #tostring(got[2].data)) or rerr or "nothing received")
+  local lp, t1 = luws.wslastping(conn), os.time()
+  check("float out of Rust: wslastping(conn) is a time now", type(lp) == "number" and lp >= t0 - 2 and lp <= t1 + 2,
+    string.format("%.3f (os.time %d..%d)", lp, t0, t1))
+  check("float arithmetic on it", math.abs((lp + 1.25 + 2.5) - lp - 3.75) < 1e-6)
+  luws.wsclose(conn)
+  local c_ok, cerr = luws.wssend(conn, 1, "after close")
+  check("wssend after wsclose fails softly", c_ok == false and type(cerr) == "string", cerr)
+end
+print(string.format("verify: %d passed, %d failed", passed, failed))
+os.exit(failed == 0 and 0 or 1)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# cross/verify.sh TARGET [--probe]
+#   Checks cross/out/TARGET/luws.so (or probe.so) statically (ELF machine and
+#   float ABI, DT_NEEDED, every undefined symbol resolvable in the target
+#   userland, glibc version floor, size budget) and at run time: the target's
+#   own Lua 5.1 under qemu-user (CPU model of the real boards; the Vera one has
+#   no FPU) runs cross/verify.lua against a loopback echo server on the host.
+source "$(dirname "$0")/lib.sh"
+T="$1"; shift
+MODE=luws; [ "${1:-}" = --probe ] && MODE=probe
+target_vars "$T"
+SO="$OUT/$T/$MODE.so"
+[ -f "$SO" ] || { echo "no $SO: run cross/build.sh $T${MODE/luws/}" >&2; exit 2; }
+RE="$GNU_TRIPLE-readelf"
+fail=0
+log "verify $SO ($(stat -c %s "$SO") bytes)"
+
+# --- static checks -------------------------------------------------------------
+hdr="$($RE -h "$SO")"
+machine="$(echo "$hdr" | sed -n 's/ *Machine: *//p')"; flags="$(echo "$hdr" | sed -n 's/ *Flags: *//p')"
+echo "ELF: $machine; flags: $flags"
+case "$T" in
+  aarch64-*) CPU=cortex-a53; LUA="$SYSROOT/usr/bin/lua5.1"; LUALIB="$(ls "$SYSROOT"/usr/lib/*/liblua5.1.so.0)"
+             [[ "$machine" == *AArch64* ]] || { echo "FAIL: not AArch64"; fail=1; } ;;
+  armv7-*)   CPU=cortex-a7; LUA="$SYSROOT/usr/bin/lua5.1"; LUALIB="$(ls "$SYSROOT"/usr/lib/*/liblua5.1.so.0)"
+             [[ "$flags" == *hard-float* ]] || { echo "FAIL: not hard-float EABI"; fail=1; } ;;
+  mipsel-unknown-linux-gnu) CPU=24Kf; LUA="$SYSROOT/usr/bin/lua5.1"; LUALIB="$(ls "$SYSROOT"/usr/lib/*/liblua5.1.so.0)" ;;
+  mipsel-unknown-linux-uclibc)
+             CPU=24KEc; LUA="$SYSROOT/usr/bin/lua"; LUALIB="$LUA"
+             "$CROSS_DIR/check-softfloat.sh" "$SO" || fail=1
+             size=$(stat -c %s "$SO"); limit=$((2*1024*1024))
+             if [ "$size" -gt "$limit" ]; then echo "FAIL: $size bytes > 2 MiB budget"; fail=1; else echo "size: $size bytes <= 2 MiB budget"; fi ;;
+esac
+python3 "$CROSS_DIR/symcheck.py" "$SO" --sysroot "$SYSROOT" --lua "$LUALIB" --readelf "$RE" \
+  ${GLIBC_FLOOR:+--floor "$GLIBC_FLOOR"} || fail=1
+
+# --- run time --------------------------------------------------------------------
+RUN=("$QEMU" -cpu "$CPU" -L "$SYSROOT" "$LUA")
+echo "runtime: ${RUN[*]##*/work/}"
+if [ "$MODE" = probe ]; then
+  (cd "$CROSS_DIR" && timeout 120 "${RUN[@]}" verify-probe.lua "$OUT/$T" 2>/dev/null) || fail=1
+else
+  SERVER="$REPO_DIR/spec/servers/echo_server.py"
+  if [ ! -f "$SERVER" ] || ! python3 -c 'import websockets' 2>/dev/null; then SERVER="$CROSS_DIR/echo_server.py"; fi
+  fifo="$(mktemp -u)"; mkfifo "$fifo"
+  python3 "$SERVER" > "$fifo" 2>/dev/null & spid=$!
+  read -r -t 20 line < "$fifo" || line=""; rm -f "$fifo"
+  port="$(echo "$line" | sed -n 's/^PORT \([0-9]*\).*/\1/p')"
+  [ -n "$port" ] || { echo "FAIL: echo server $SERVER did not start" >&2; kill "$spid" 2>/dev/null; exit 1; }
+  echo "echo server: ${SERVER#$REPO_DIR/} on 127.0.0.1:$port (pid $spid)"
+  (cd "$CROSS_DIR" && timeout 180 "${RUN[@]}" verify.lua "$OUT/$T" "$port") || fail=1
+  kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+fi
+if [ $fail = 0 ]; then log "VERIFIED $T ($MODE.so)"; else log "VERIFY FAILED $T ($MODE.so)"; fi
+exit $fail

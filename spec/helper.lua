@@ -1,0 +1,88 @@
+-- Shared spec setup: finds the built module, starts test peers on demand, and offers bounded
+-- waits so that no spec can hang. Every wait here has a deadline.
+--
+-- The module is taken from $LUWS_CPATH (a package.cpath pattern) or target/lua51/?.so.
+
+local socket = require "socket"
+
+package.cpath = (os.getenv("LUWS_CPATH") or "./target/lua51/?.so") .. ";" .. package.cpath
+package.path = "./?.lua;./lua/?.lua;" .. package.path
+
+local H = {}
+_G.spec_helper = H
+
+H.luws = require "luws"
+H.servers = require "spec.support.servers"
+H.socket = socket
+
+local started = {}
+
+--- A server of `kind` ("bad" or "echo") with `opts`, started once per spec run and reused.
+function H.server(kind, opts)
+  local key = kind
+  for k, v in pairs(opts or {}) do key = key .. "," .. tostring(k) .. "=" .. tostring(v) end
+  if not started[key] then started[key] = H.servers.start(kind, opts) end
+  return started[key]
+end
+
+--- A fresh id for the bad server's per-connection log.
+function H.id() return H.servers.unique_id() end
+
+--- Calls wsreceive until `done()` is true or `timeout` seconds pass; sleeps in select, never
+--- spins. Returns true when done, false on timeout, or nil, err when wsreceive failed.
+function H.pump(conn, done, timeout)
+  local deadline = socket.gettime() + (timeout or 5)
+  while true do
+    if done() then return true end
+    local more, n = H.luws.wsreceive(conn)
+    if more == nil then
+      if done() then return true end
+      return nil, n
+    end
+    if done() then return true end
+    if socket.gettime() > deadline then return false end
+    if not more then socket.select({ conn }, nil, 0.05) end
+  end
+end
+
+--- Collects handler calls: returns handler, list. Each entry is { opcode, data, extra... }.
+function H.recorder()
+  local got = {}
+  local function handler(conn, opcode, data, ...)
+    got[#got + 1] = { opcode, data, ... }
+  end
+  return handler, got
+end
+
+--- Opens a connection, failing the spec with the error when it cannot.
+function H.open(url, handler, opts)
+  local conn, err = H.luws.wsopen(url, handler, opts)
+  assert(conn, "wsopen " .. url .. ": " .. tostring(err))
+  return conn
+end
+
+--- The number of open file descriptors of this process (Linux).
+function H.open_fds()
+  local p = io.popen("ls /proc/" .. H.pid() .. "/fd 2>/dev/null | wc -l")
+  local n = tonumber(p:read("*a"))
+  p:close()
+  return n - 1 -- the listing's own pipe
+end
+
+function H.pid()
+  if not H._pid then
+    local f = io.open("/proc/self/stat")
+    -- /proc/self for io.open is this process; read its pid from the stat line.
+    H._pid = f:read("*l"):match("^(%d+)")
+    f:close()
+  end
+  return H._pid
+end
+
+function H.elapsed(f)
+  local t0 = socket.gettime()
+  local a, b, c = f()
+  return socket.gettime() - t0, a, b, c
+end
+
+return H

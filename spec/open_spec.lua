@@ -1,0 +1,157 @@
+-- wsopen: URLs, arguments, the opening handshake and its failures, each bounded in time.
+local H = spec_helper
+local luws = H.luws
+
+describe("wsopen", function()
+  local bad, echo
+  setup(function()
+    bad = H.server("bad")
+    echo = H.server("echo")
+  end)
+
+  it("opens a connection and names it luws-websock[host:port]", function()
+    local conn = H.open(echo.url("/"), function() end)
+    assert.equal("luws-websock[127.0.0.1:" .. echo.port .. "]", tostring(conn))
+    luws.wsclose(conn)
+  end)
+
+  describe("returns false and an error for a bad URL string", function()
+    local cases = {
+      { nil, "URL missing" },
+      { "", "empty URL" },
+      { "http://example.com/", "scheme must be ws:// or wss://" },
+      { "ws://", "no host" },
+      { "ws:///path", "no host" },
+      { "ws://host:70000/", "port out of range" },
+      { "ws://host:0/", "port out of range" },
+      { "ws://[::1/", "invalid IP address" },
+      { "ws://host/#frag", "fragment (#) not allowed" },
+    }
+    for _, c in ipairs(cases) do
+      it(tostring(c[1]), function()
+        local ok, err = luws.wsopen(c[1], function() end)
+        assert.is_false(ok)
+        assert.equal("Invalid protocol/address for WebSocket open in " .. tostring(c[1]) .. ": " .. c[2], err)
+      end)
+    end
+  end)
+
+  describe("raises an error naming the argument of a wrong type", function()
+    it("handler", function()
+      local ok, err = pcall(luws.wsopen, "ws://127.0.0.1:1/", "not a function")
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to 'wsopen' %(function expected, got string%)", tostring(err))
+    end)
+    it("options", function()
+      local ok, err = pcall(luws.wsopen, "ws://127.0.0.1:1/", function() end, 5)
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to 'wsopen' %(table expected, got number%)", tostring(err))
+    end)
+    it("url", function()
+      local ok, err = pcall(luws.wsopen, {}, function() end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'wsopen' %(string expected, got table%)", tostring(err))
+    end)
+    it("an option", function()
+      local ok, err = pcall(luws.wsopen, "ws://127.0.0.1:1/", function() end, { receive_timeout = "soon" })
+      assert.is_false(ok)
+      assert.matches("bad option 'receive_timeout' to 'wsopen' %(number expected%)", tostring(err))
+    end)
+  end)
+
+  it("sends Host with a non-default port, a fresh key per connection, version 13 and extra headers", function()
+    local keys = {}
+    for i = 1, 2 do
+      local handler, got = H.recorder()
+      local conn = H.open(bad.url("/headers?id=" .. H.id()), handler,
+        { upgrade_headers = { ["X-Token"] = "abc", Origin = "http://luws.test" } })
+      assert.is_true(H.pump(conn, function() return #got >= 1 end))
+      local head = got[1][2]
+      assert.matches("^GET /headers%?id=", head)
+      assert.matches("\nHost: 127%.0%.0%.1:" .. bad.port .. "\n", head .. "\n")
+      assert.matches("\nSec%-WebSocket%-Version: 13\n", head .. "\n")
+      assert.matches("\nX%-Token: abc\n", head .. "\n")
+      assert.matches("\nOrigin: http://luws%.test\n", head .. "\n")
+      keys[i] = head:match("\nSec%-WebSocket%-Key: ([^\n]+)")
+      assert.equal(24, #keys[i])
+      luws.wsclose(conn)
+    end
+    assert.not_equal(keys[1], keys[2])
+  end)
+
+  it("refuses upgrade headers that luws must set itself", function()
+    local ok, err = pcall(luws.wsopen, bad.url("/echo"), function() end, { upgrade_headers = { Upgrade = "h2c" } })
+    assert.is_false(ok)
+    assert.matches("bad option 'upgrade_headers' to 'wsopen' %(header 'Upgrade' is set by luws%)", tostring(err))
+  end)
+
+  it("fills LuWS's defaults into the options table", function()
+    local opts = {}
+    local conn = H.open(echo.url("/"), function() end, opts)
+    assert.equal(0, opts.receive_timeout)
+    assert.equal(65535, opts.max_payload_size)
+    assert.is_true(opts.use_masking)
+    assert.is_number(opts.receive_chunk_size)
+    luws.wsclose(conn)
+  end)
+
+  describe("fails the handshake with the LuWS-style message", function()
+    local cases = {
+      { "/status?code=404&reason=Not%20Found", "upgrade failed; HTTP/1.1 404 Not Found" },
+      { "/status?code=302&reason=Found", "upgrade failed; HTTP/1.1 302 Found" },
+      { "/badaccept", "upgrade failed; Sec-WebSocket-Accept mismatch" },
+      { "/noaccept", "upgrade failed; Sec-WebSocket-Accept missing" },
+      { "/noupgrade", "upgrade failed; Upgrade header missing" },
+      { "/notws", "upgrade failed; Upgrade header is not websocket" },
+      { "/garbage", "upgrade failed; hello" },
+      { "/eof", "upgrade failed; closed" },
+    }
+    for _, c in ipairs(cases) do
+      it(c[1], function()
+        local ok, err = luws.wsopen(bad.url(c[1]), function() end)
+        assert.is_false(ok)
+        assert.equal(c[2], err)
+      end)
+    end
+  end)
+
+  it("gives up on a server that accepts TCP but never answers, within handshake_timeout", function()
+    local t, ok, err = H.elapsed(function()
+      return luws.wsopen(bad.url("/hang"), function() end, { handshake_timeout = 0.5 })
+    end)
+    assert.is_false(ok)
+    assert.equal("upgrade failed; timeout", err)
+    assert.is_true(t >= 0.4 and t < 3, "took " .. t .. " s")
+  end)
+
+  it("reports a refused connection as LuWS does", function()
+    -- A port that was just free: bind, read the number, close.
+    local s = H.socket.bind("127.0.0.1", 0)
+    local _, port = s:getsockname()
+    s:close()
+    local ok, err = luws.wsopen("ws://127.0.0.1:" .. port .. "/", function() end)
+    assert.is_false(ok)
+    assert.equal("Connection to 127.0.0.1:" .. port .. " failed: connection refused", err)
+  end)
+
+  it("reports a name that does not resolve", function()
+    local ok, err = luws.wsopen("ws://no-such-host.invalid/", function() end, { connect_timeout = 5 })
+    assert.is_false(ok)
+    assert.equal("Connection to no-such-host.invalid:80 failed: host not found", err)
+  end)
+
+  it("connects to an IPv6 literal", function()
+    local srv = H.socket.tcp6 and H.socket.tcp6()
+    if not srv or not srv:bind("::1", 0) then
+      pending("no IPv6 loopback here")
+      return
+    end
+    srv:listen(1)
+    local _, port = srv:getsockname()
+    -- Nothing answers the upgrade: the point is that TCP reaches [::1]:port.
+    local ok, err = luws.wsopen("ws://[::1]:" .. port .. "/", function() end, { handshake_timeout = 0.2 })
+    srv:close()
+    assert.is_false(ok)
+    assert.equal("upgrade failed; timeout", err)
+  end)
+end)
