@@ -4,6 +4,8 @@
 
 BENCH_TARGET := $(CURDIR)/bench/target
 LUWS_SO      := target/release/libluws.so
+# Lua 5.1.5's sources as the lua-src crate ships them (for a Lua host with symbols; optional).
+LUA51_SRC    := $(firstword $(wildcard $(or $(CARGO_HOME),$(HOME)/.cargo)/registry/src/*/lua-src-*/lua-5.1.5))
 
 # The module as `require "luws"` finds it, and the bench crate (own lock, own target dir).
 define bench_prepare
@@ -23,6 +25,12 @@ bench:
 	CARGO_TARGET_DIR=$(BENCH_TARGET)/luws-sym CARGO_PROFILE_RELEASE_STRIP=none cargo build --release
 	mkdir -p $(BENCH_TARGET)/lua51-sym
 	cp $(BENCH_TARGET)/luws-sym/release/libluws.so $(BENCH_TARGET)/lua51-sym/luws.so
+	# And Lua 5.1.5 with symbols, when its sources are in Cargo's registry (else: addresses).
+	@echo "lua-host: $(or $(LUA51_SRC),no Lua 5.1.5 sources found)"
+	@$(if $(LUA51_SRC),cc -O2 -g -DLUA_USE_POSIX -DLUA_USE_DLOPEN -I$(LUA51_SRC) -rdynamic \
+	  -o $(BENCH_TARGET)/lua51-sym/lua5.1 bench/lua-host.c \
+	  $(filter-out %/luac.c %/print.c %/lua.c,$(wildcard $(LUA51_SRC)/*.c)) -lm -ldl,\
+	  rm -f $(BENCH_TARGET)/lua51-sym/lua5.1)
 	$(BENCH_TARGET)/release/luws-bench run --lua-dir $(BENCH_TARGET)/lua51 \
 	  --sym-lua-dir $(BENCH_TARGET)/lua51-sym --out bench/results.md
 

@@ -24,10 +24,12 @@ end
 
 -- Block until the connection is readable (or buffered data waits): luws.wait when the module
 -- has it, else LuaSocket's select (the conn has getfd and dirty).
-local wait
+local wait, waiter
 if luws.wait then
+  waiter = "luws.wait"
   wait = function(conn, t) return luws.wait({ conn }, t) end
 else
+  waiter = "socket.select"
   wait = function(conn, t) return socket.select({ conn }, nil, t) end
 end
 
@@ -50,28 +52,32 @@ end
 
 -- Waits, then receives, until `goal` messages have arrived in total. Waiting first is the
 -- cheapest pattern when data is known not to be there yet; `more` (budget spent) skips the wait.
+-- The clock is read only when nothing arrives for a while, to keep the harness's own cost low.
 local function pump(conn, goal)
-  local more = false
-  local quiet_since = now()
+  local more, err = false, nil
+  local idle, since = 0, nil
   while got < goal do
     if not more then
       wait(conn, 1)
     end
     local before = got
-    local n, err
     more, err = luws.wsreceive(conn)
     if more == nil then die("wsreceive:", tostring(err)) end
     if failed then die("handler got error:", tostring(failed)) end
-    if got ~= before then
-      quiet_since = now()
-    elseif now() - quiet_since > 30 then
-      die("no message for 30 s; got", got, "of", goal)
+    if got == before then
+      idle = idle + 1
+      if idle % 64 == 0 then
+        since = since or now()
+        if now() - since > 30 then die("no message for 30 s; got", got, "of", goal) end
+      end
+    elseif idle > 0 then
+      idle, since = 0, nil
     end
   end
 end
 
 local function result(extra)
-  io.write("RESULT mode=", mode, " n=", count, " ", extra, "\n")
+  io.write("RESULT mode=", mode, " n=", count, " waiter=", waiter, " ", extra, "\n")
 end
 
 if mode == "echo" then
@@ -98,7 +104,12 @@ elseif mode == "recv" or mode == "big" then
   local secs = now() - t0
   last = nil
   luws.wsclose(conn)
-  result(string.format("secs=%.6f", secs))
+  -- Peak RSS of this process image (VmHWM; getrusage's maxrss would include the parent's
+  -- memory from before exec).
+  local f = assert(io.open("/proc/self/status"))
+  local hwm = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
+  f:close()
+  result(string.format("secs=%.6f hwm=%d", secs, hwm))
 elseif mode == "send" then
   local conn = open()
   local payload = string.rep("Z", size)
@@ -132,6 +143,16 @@ elseif mode == "idle" then
   end
   more, n = luws.wsreceive(conn)
   if more ~= false or got ~= 0 or failed then die("idle connection not idle") end
+  luws.wsclose(conn)
+  result("secs=0")
+elseif mode == "wait" then
+  -- count zero-timeout waits on a connection with nothing to read: the cost of the wait that
+  -- every receive loop above makes between wsreceive calls.
+  local conn = open()
+  if luws.wsreceive(conn) ~= false then die("idle connection not idle") end
+  for _ = 1, count do
+    wait(conn, 0)
+  end
   luws.wsclose(conn)
   result("secs=0")
 elseif mode == "mem" then

@@ -45,9 +45,13 @@ else
   # soft-float: the LLVM libunwind built by uclibc.sh stands in for libgcc_s
   # (static, so the module needs only libc/libpthread/libdl/libm on the box),
   # and getrandom uses a C backend (getrandom(2) if present, else /dev/urandom).
-  CFL="--sysroot=$SYSROOT -msoft-float -march=mips32r2 -mno-dsp"
+  CFL="--sysroot=$SYSROOT -msoft-float -march=mips32r2 -mno-dsp -nostdinc -isystem $SYSROOT/usr/include"
+  CFL+=" -isystem $($CC_BIN -print-file-name=include) -isystem $($CC_BIN -print-file-name=include-fixed)"
   RF="-C link-arg=--sysroot=$SYSROOT -C link-arg=-msoft-float -C link-arg=-march=mips32r2"
-  RF+=" -L native=$SYSROOT/rustlink -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
+  # crt*.o from uClibc (-B); libpthread/librt/libm/libdl as split on the boxes (linkstubs)
+  RF+=" -C link-arg=-B$SYSROOT/usr/lib/ -L native=$SYSROOT/linkstubs -L native=$SYSROOT/rustlink"
+  RF+=" -C link-arg=-L$SYSROOT/usr/lib -C link-arg=-L$SYSROOT/lib"
+  RF+=" -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
   RF+=" --cfg getrandom_backend=\"custom\""
 fi
 export "CC_$TL=$CC_BIN" "CFLAGS_$TL=$CFL -ffunction-sections -fdata-sections" "AR_$TL=$GNU_TRIPLE-ar"

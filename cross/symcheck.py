@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--lua", required=True, help="library/executable that provides the Lua C API")
     ap.add_argument("--floor", default="")
     ap.add_argument("--readelf", default="readelf")
+    ap.add_argument("--model", default="", help="dir of <soname>.syms symbol lists that override the sysroot's libraries")
     a = ap.parse_args()
     problems = []
     libs = needed(a.readelf, a.module)
@@ -64,6 +65,10 @@ def main():
     for lib in libs:
         if not ALLOWED.match(lib):
             problems.append("needs a non-system library: " + lib)
+        m = os.path.join(a.model, lib + ".syms") if a.model else ""
+        if m and os.path.exists(m):
+            providers[lib] = {n: {""} for n in open(m).read().split()}
+            continue
         p = find_lib(a.sysroot, lib)
         if p is None:
             problems.append("needed library not in the target userland: " + lib)

@@ -21,7 +21,9 @@ T=mipsel-unknown-linux-uclibc
 CC=mipsel-linux-gnu-gcc
 ARCHFLAGS="-msoft-float -march=mips32r2 -mno-dsp -mno-mips16"
 export RUSTC_BOOTSTRAP=1
-rm -rf "$SYSROOT"; mkdir -p "$SYSROOT/rustlink"
+UC_STAMP="$SYSROOT/.uclibc-installed"
+if [ ! -f "$UC_STAMP" ] || [ "$CROSS_DIR/uclibc/uclibc-ng.config" -nt "$UC_STAMP" ]; then
+rm -rf "$SYSROOT"; mkdir -p "$SYSROOT"
 
 # --- 1. soft-float runtime helpers from compiler_builtins -------------------
 log "softfp: compiler_builtins for $T"
@@ -53,11 +55,22 @@ UMAKE=(make -C "$UC" -j"$(nproc)" ARCH=mips CROSS_COMPILE=mipsel-linux-gnu- ABI_
 "${UMAKE[@]}" PREFIX="$SYSROOT" install >"$U/uclibc-install.log" 2>&1 || { tail -40 "$U/uclibc-install.log"; exit 1; }
 cp -r "$KH"/* "$SYSROOT/usr/include/"
 cp "$SOFTFP" "$SYSROOT/usr/lib/"
+touch "$UC_STAMP"
+else
+  log "uClibc-ng already installed in $SYSROOT (delete it to rebuild)"
+fi
+SOFTFP="$SYSROOT/usr/lib/libsoftfp.a"
+mkdir -p "$SYSROOT/rustlink"
+# uClibc 0.9.33's library split (libpthread/librt/libm/libdl separate) as
+# link stubs + symbol lists + empty run-time stand-ins: see uclibc/model.py.
+python3 "$CROSS_DIR/uclibc/model.py" "$U/uClibc-ng-1.0.35" "$SYSROOT"
 
 # gcc driver options to compile/link against this userland
 UCFLAGS=(--sysroot="$SYSROOT" $ARCHFLAGS -nostdinc -isystem "$SYSROOT/usr/include"
          -isystem "$($CC -print-file-name=include)")
-ULDFLAGS=(--sysroot="$SYSROOT" $ARCHFLAGS -Wl,--dynamic-linker=/lib/ld-uClibc.so.0
+# -B: crt1.o/crti.o/crtn.o from uClibc, not from Debian's glibc cross dir
+ULDFLAGS=(--sysroot="$SYSROOT" $ARCHFLAGS -B"$SYSROOT/usr/lib/" -no-pie
+          -Wl,--dynamic-linker=/lib/ld-uClibc.so.0
           -L"$SYSROOT/usr/lib" -L"$SYSROOT/lib" -Wl,-rpath-link,"$SYSROOT/lib")
 
 # --- 3. Lua 5.1.5 --------------------------------------------------------------

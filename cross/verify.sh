@@ -12,7 +12,7 @@ target_vars "$T"
 SO="$OUT/$T/$MODE.so"
 [ -f "$SO" ] || { echo "no $SO: run cross/build.sh $T${MODE/luws/}" >&2; exit 2; }
 RE="$GNU_TRIPLE-readelf"
-fail=0
+fail=0; MODEL=""
 log "verify $SO ($(stat -c %s "$SO") bytes)"
 
 # --- static checks -------------------------------------------------------------
@@ -26,13 +26,13 @@ case "$T" in
              [[ "$flags" == *hard-float* ]] || { echo "FAIL: not hard-float EABI"; fail=1; } ;;
   mipsel-unknown-linux-gnu) CPU=24Kf; LUA="$SYSROOT/usr/bin/lua5.1"; LUALIB="$(ls "$SYSROOT"/usr/lib/*/liblua5.1.so.0)" ;;
   mipsel-unknown-linux-uclibc)
-             CPU=24KEc; LUA="$SYSROOT/usr/bin/lua"; LUALIB="$LUA"
+             CPU=24KEc; LUA="$SYSROOT/usr/bin/lua"; LUALIB="$LUA"; MODEL="$SYSROOT/vera-model"
              "$CROSS_DIR/check-softfloat.sh" "$SO" || fail=1
              size=$(stat -c %s "$SO"); limit=$((2*1024*1024))
              if [ "$size" -gt "$limit" ]; then echo "FAIL: $size bytes > 2 MiB budget"; fail=1; else echo "size: $size bytes <= 2 MiB budget"; fi ;;
 esac
 python3 "$CROSS_DIR/symcheck.py" "$SO" --sysroot "$SYSROOT" --lua "$LUALIB" --readelf "$RE" \
-  ${GLIBC_FLOOR:+--floor "$GLIBC_FLOOR"} || fail=1
+  ${GLIBC_FLOOR:+--floor "$GLIBC_FLOOR"} ${MODEL:+--model "$MODEL"} || fail=1
 
 # --- run time --------------------------------------------------------------------
 RUN=("$QEMU" -cpu "$CPU" -L "$SYSROOT" "$LUA")

@@ -41,7 +41,7 @@ function H.pump(conn, done, timeout)
     end
     if done() then return true end
     if socket.gettime() > deadline then return false end
-    if not more then socket.select({ conn }, nil, 0.05) end
+    if not more then H.luws.wait({ conn }, 0.05) end
   end
 end
 

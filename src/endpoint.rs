@@ -208,7 +208,9 @@ mod tests {
         let e = Endpoint::parse("ftp://x").err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("Invalid protocol/address for WebSocket open in ftp://x: scheme must be ws:// or wss://")
+            Some(
+                "Invalid protocol/address for WebSocket open in ftp://x: scheme must be ws:// or wss://"
+            )
         );
     }
 }

@@ -227,7 +227,10 @@ mod tests {
             .to_string(),
             "Connection to example:80 failed: connection refused"
         );
-        assert_eq!(Error::NoSocket.to_string(), "Can't get socket for connection");
+        assert_eq!(
+            Error::NoSocket.to_string(),
+            "Can't get socket for connection"
+        );
     }
 
     #[test]
@@ -236,6 +239,9 @@ mod tests {
             Error::Receive(ReceiveFailure::Closed).receive_return_text(),
             "closed"
         );
-        assert_eq!(Error::MessageTimeout.receive_return_text(), "message timeout");
+        assert_eq!(
+            Error::MessageTimeout.receive_return_text(),
+            "message timeout"
+        );
     }
 }

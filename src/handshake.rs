@@ -43,16 +43,17 @@ pub fn check_extra_headers(headers: &[(String, String)]) -> Result<(), String> {
 }
 
 /// Builds the upgrade request with a fresh key from the OS random source.
-pub fn build_request(
-    ep: &Endpoint,
-    extra: &[(String, String)],
-) -> Result<Request, std::io::Error> {
+pub fn build_request(ep: &Endpoint, extra: &[(String, String)]) -> Result<Request, std::io::Error> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
     Ok(build_request_with_nonce(ep, extra, &nonce))
 }
 
-fn build_request_with_nonce(ep: &Endpoint, extra: &[(String, String)], nonce: &[u8; 16]) -> Request {
+fn build_request_with_nonce(
+    ep: &Endpoint,
+    extra: &[(String, String)],
+    nonce: &[u8; 16],
+) -> Request {
     let key = base64(nonce);
     let has = |name: &str| extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     let mut r = String::with_capacity(256);
@@ -150,7 +151,12 @@ pub fn judge(buf: &[u8], req: &Request) -> Result<Verdict, UpgradeFailure> {
         .headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| String::from_utf8_lossy(h.value).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|h| {
+            String::from_utf8_lossy(h.value)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .any(|t| t == "upgrade");
     if !connection_ok {
         return Err(UpgradeFailure::ConnectionMissing);
@@ -178,7 +184,11 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn status_line(line: &[u8]) -> String {
-    String::from_utf8_lossy(line).trim().chars().take(200).collect()
+    String::from_utf8_lossy(line)
+        .trim()
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// Standard base64 with padding (RFC 4648 §4); only short values are encoded here.
@@ -186,7 +196,11 @@ pub fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -224,7 +238,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
         assert_eq!(base64(NONCE), "dGhlIHNhbXBsZSBub25jZQ==");
@@ -253,7 +273,10 @@ mod tests {
 
     #[test]
     fn extra_headers_and_host_override() {
-        let extra = vec![("Host".to_string(), "other".to_string()), ("X-A".to_string(), "1".to_string())];
+        let extra = vec![
+            ("Host".to_string(), "other".to_string()),
+            ("X-A".to_string(), "1".to_string()),
+        ];
         let r = build_request_with_nonce(&ep("ws://h:81/"), &extra, NONCE);
         let text = String::from_utf8_lossy(&r.bytes).to_string();
         assert!(!text.contains("Host: h:81"));
@@ -266,42 +289,95 @@ mod tests {
     #[test]
     fn basic_auth_from_userinfo() {
         let r = build_request_with_nonce(&ep("ws://Aladdin:open%20sesame@h/"), &[], NONCE);
-        assert!(String::from_utf8_lossy(&r.bytes).contains("Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"));
+        assert!(
+            String::from_utf8_lossy(&r.bytes)
+                .contains("Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n")
+        );
     }
 
     #[test]
     fn judges_responses() {
         let req = rfc_request();
         let good = response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n"));
-        assert_eq!(judge(&good[..good.len() - 2], &req), Ok(Verdict::Incomplete));
-        assert_eq!(judge(&good, &req), Ok(Verdict::Upgraded { header_len: good.len() }));
+        assert_eq!(
+            judge(&good[..good.len() - 2], &req),
+            Ok(Verdict::Incomplete)
+        );
+        assert_eq!(
+            judge(&good, &req),
+            Ok(Verdict::Upgraded {
+                header_len: good.len()
+            })
+        );
         let mut with_frame = good.clone();
         with_frame.extend_from_slice(&[0x81, 0x00]);
-        assert_eq!(judge(&with_frame, &req), Ok(Verdict::Upgraded { header_len: good.len() }));
+        assert_eq!(
+            judge(&with_frame, &req),
+            Ok(Verdict::Upgraded {
+                header_len: good.len()
+            })
+        );
 
-        assert_eq!(judge(&response(""), &req), Err(UpgradeFailure::AcceptMissing));
+        assert_eq!(
+            judge(&response(""), &req),
+            Err(UpgradeFailure::AcceptMissing)
+        );
         assert_eq!(
             judge(&response("Sec-WebSocket-Accept: AAAA\r\n"), &req),
             Err(UpgradeFailure::AcceptMismatch)
         );
-        let no_upgrade = format!("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n");
-        assert_eq!(judge(no_upgrade.as_bytes(), &req), Err(UpgradeFailure::UpgradeMissing));
-        let h2 = format!("HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n");
-        assert_eq!(judge(h2.as_bytes(), &req), Err(UpgradeFailure::UpgradeNotWebsocket));
-        let no_conn = format!("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n");
-        assert_eq!(judge(no_conn.as_bytes(), &req), Err(UpgradeFailure::ConnectionMissing));
-        let ext = response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"));
-        assert!(matches!(judge(&ext, &req), Err(UpgradeFailure::Extension(_))));
-        let proto = response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\nSec-WebSocket-Protocol: chat\r\n"));
-        assert!(matches!(judge(&proto, &req), Err(UpgradeFailure::Subprotocol(_))));
+        let no_upgrade = format!(
+            "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        assert_eq!(
+            judge(no_upgrade.as_bytes(), &req),
+            Err(UpgradeFailure::UpgradeMissing)
+        );
+        let h2 = format!(
+            "HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        assert_eq!(
+            judge(h2.as_bytes(), &req),
+            Err(UpgradeFailure::UpgradeNotWebsocket)
+        );
+        let no_conn = format!(
+            "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        assert_eq!(
+            judge(no_conn.as_bytes(), &req),
+            Err(UpgradeFailure::ConnectionMissing)
+        );
+        let ext = response(&format!(
+            "Sec-WebSocket-Accept: {ACCEPT}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
+        ));
+        assert!(matches!(
+            judge(&ext, &req),
+            Err(UpgradeFailure::Extension(_))
+        ));
+        let proto = response(&format!(
+            "Sec-WebSocket-Accept: {ACCEPT}\r\nSec-WebSocket-Protocol: chat\r\n"
+        ));
+        assert!(matches!(
+            judge(&proto, &req),
+            Err(UpgradeFailure::Subprotocol(_))
+        ));
     }
 
     #[test]
     fn non_101_reports_the_status_line_verbatim() {
         let req = rfc_request();
         let r = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(judge(r, &req), Err(UpgradeFailure::Status("HTTP/1.1 404 Not Found".into())));
-        assert_eq!(judge(b"hello\r\n", &req), Err(UpgradeFailure::Status("hello".into())));
-        assert_eq!(judge(&vec![b'a'; MAX_RESPONSE + 1], &req), Err(UpgradeFailure::TooLarge));
+        assert_eq!(
+            judge(r, &req),
+            Err(UpgradeFailure::Status("HTTP/1.1 404 Not Found".into()))
+        );
+        assert_eq!(
+            judge(b"hello\r\n", &req),
+            Err(UpgradeFailure::Status("hello".into()))
+        );
+        assert_eq!(
+            judge(&vec![b'a'; MAX_RESPONSE + 1], &req),
+            Err(UpgradeFailure::TooLarge)
+        );
     }
 }

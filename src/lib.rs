@@ -1,6 +1,9 @@
 //! luws: a WebSocket client for Lua, native and non-blocking, compatible with the LuWS and
 //! verawebsockets APIs. The core (`endpoint` … `session`) has no Lua types; `lua` adapts it.
 
+// Tests may panic on failure; production code may not (no panic may cross into the Lua host).
+#![cfg_attr(test, allow(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
+
 #[cfg(not(any(
     feature = "lua51",
     feature = "lua52",

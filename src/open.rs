@@ -88,7 +88,9 @@ fn tls_blocking(
             .map_err(|e| Error::Tls(io_words(&e)))
     };
     arm(&tcp)?;
-    let mut step = connector.start(&spec.endpoint.host, tcp).map_err(Error::Tls)?;
+    let mut step = connector
+        .start(&spec.endpoint.host, tcp)
+        .map_err(Error::Tls)?;
     loop {
         match step {
             Handshake::Done(s) => return Ok(s),

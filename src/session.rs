@@ -191,10 +191,28 @@ impl Session {
         self.is_connected() && self.pending_out
     }
 
+    /// When a timer (receive timeout, keepalive) next needs a receive call, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.is_connected() {
+            return None;
+        }
+        let timeout = self.config.receive_timeout.map(|t| self.last_frame + t);
+        let keepalive = self.config.keepalive.map(|k| match self.ping_sent {
+            Some(sent) => sent + k,
+            None => self.last_frame + k,
+        });
+        match (timeout, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Seconds since the epoch when the last frame arrived (LuWS `wslastping`).
     pub fn last_frame_time(&self) -> f64 {
         let at = self.opened.1 + self.last_frame.saturating_duration_since(self.opened.0);
-        at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        at.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
     }
 
     /// Starts a receive call: resets the read budget. Returns false when closed.
@@ -357,11 +375,13 @@ impl Session {
 
     /// Ends the connection after an error: best-effort Close with `code`, then the socket goes.
     fn fail(&mut self, err: Error, code: Option<CloseCode>) -> Event {
+        let linger = self.config.close_timeout.min(FAIL_LINGER);
         if let (Some(code), Some(ws)) = (code, self.link.ws()) {
             let _ = ws.close(Some(CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(""),
             }));
+            linger_close(ws, linger);
         }
         self.drop_socket(Ending::Failed(err.clone()));
         Event::Failed(err)
@@ -386,7 +406,9 @@ impl Session {
     pub fn send(&mut self, out: Outgoing) -> Result<(), Error> {
         match &self.link {
             Link::Open(_) => {}
-            Link::Closing(_) => return Err(Error::Closing),
+            // After a Close either way, LuWS answers "closing"; after anything else the
+            // connection is simply gone.
+            Link::Closing(_) | Link::Closed(Ending::Peer) => return Err(Error::Closing),
             Link::Closed(_) => return Err(Error::NotConnected),
         }
         let is_close = matches!(out, Outgoing::Close(_));
@@ -396,7 +418,9 @@ impl Session {
         };
         match ws_no_block(ws.write(msg)) {
             Ok(_) => {}
-            Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing)) => {
+            Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::SendAfterClosing,
+            )) => {
                 return Err(Error::Closing);
             }
             Err(e) => return Err(self.fail_send(e)),
@@ -492,6 +516,34 @@ impl Drop for Session {
     }
 }
 
+/// How long a failing connection keeps reading after its Close, so that unread data does not
+/// turn our close into a reset that destroys the Close frame before the peer reads it.
+const FAIL_LINGER: Duration = Duration::from_millis(200);
+
+/// Half-closes after our Close frame and discards input until the peer closes or `linger` ends.
+fn linger_close(ws: &mut Ws, linger: Duration) {
+    let deadline = Instant::now() + linger;
+    let _ = ws.flush();
+    let stream = ws.get_mut();
+    stream.set_budget(usize::MAX);
+    let _ = stream.transport().tcp().shutdown(std::net::Shutdown::Write);
+    let fd = stream.transport().raw_fd();
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.transport_mut().tcp_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !matches!(wait_fd(fd, Interest::Read, left), Ok(true)) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Reads until the peer's Close arrives (or the socket ends, or time runs out).
 fn await_peer_close(ws: &mut Ws, deadline: Instant) {
     loop {
@@ -562,7 +614,9 @@ fn protocol_words(p: &tungstenite::error::ProtocolError) -> &'static str {
     match p {
         P::NonZeroReservedBits => "reserved bits set",
         P::MaskedFrameFromServer => "masked frame from server",
-        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) => "unknown opcode",
+        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) | P::InvalidOpcode(_) => {
+            "unknown opcode"
+        }
         P::FragmentedControlFrame => "fragmented control frame",
         P::ControlFrameTooBig => "control frame too big",
         P::UnexpectedContinueFrame => "continuation frame without a message",
@@ -580,21 +634,38 @@ mod tests {
     #[test]
     fn close_bodies() {
         assert_eq!(close_frame(Bytes::new()), Ok(None));
-        assert_eq!(close_frame(Bytes::from_static(b"\x03")), Err(SendFailure::BadClosePayload));
+        assert_eq!(
+            close_frame(Bytes::from_static(b"\x03")),
+            Err(SendFailure::BadClosePayload)
+        );
         // 1005 and 999 may not be sent (RFC 6455 §7.4.1).
-        assert_eq!(close_frame(Bytes::from_static(b"\x03\xed")), Err(SendFailure::BadClosePayload));
-        assert_eq!(close_frame(Bytes::from_static(b"\x03\xe7")), Err(SendFailure::BadClosePayload));
+        assert_eq!(
+            close_frame(Bytes::from_static(b"\x03\xed")),
+            Err(SendFailure::BadClosePayload)
+        );
+        assert_eq!(
+            close_frame(Bytes::from_static(b"\x03\xe7")),
+            Err(SendFailure::BadClosePayload)
+        );
         assert_eq!(
             close_frame(Bytes::from_static(b"\x03\xe8\xff")),
             Err(SendFailure::BadClosePayload)
         );
-        let f = close_frame(Bytes::from_static(b"\x0f\xa0bye")).ok().flatten();
-        assert_eq!(f.map(|f| (u16::from(f.code), f.reason.to_string())), Some((4000, "bye".into())));
+        let f = close_frame(Bytes::from_static(b"\x0f\xa0bye"))
+            .ok()
+            .flatten();
+        assert_eq!(
+            f.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Some((4000, "bye".into()))
+        );
     }
 
     #[test]
     fn control_frames_are_limited_to_125_bytes() {
-        assert!(matches!(to_message(Outgoing::Ping(vec![0; 125])), Ok(Message::Ping(_))));
+        assert!(matches!(
+            to_message(Outgoing::Ping(vec![0; 125])),
+            Ok(Message::Ping(_))
+        ));
         assert_eq!(
             to_message(Outgoing::Ping(vec![0; 126])).err(),
             Some(SendFailure::ControlTooLarge)

@@ -26,6 +26,12 @@ impl Transport {
     pub fn raw_fd(&self) -> RawFd {
         self.tcp().as_raw_fd()
     }
+
+    /// Reads raw bytes below TLS, for discarding input while closing.
+    pub fn tcp_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut tcp: &TcpStream = self.tcp();
+        tcp.read(buf)
+    }
 }
 
 impl Read for Transport {

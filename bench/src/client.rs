@@ -76,10 +76,12 @@ fn wait_text(ws: &mut Ws, want: &str) {
     }
 }
 
-pub fn rss_kib() -> u64 {
+/// A KiB figure of /proc/self/status (VmRSS:, VmHWM: — the peak of this process image; getrusage's
+/// maxrss would include the parent's memory from before exec).
+pub fn status_kib(key: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -117,7 +119,7 @@ pub fn main(args: &[String]) {
             }
             let secs = t0.elapsed().as_secs_f64();
             close(ws);
-            println!("RESULT mode={mode} n={n} secs={secs:.6}");
+            println!("RESULT mode={mode} n={n} secs={secs:.6} hwm={}", status_kib("VmHWM:"));
         }
         "send" => {
             let mut ws = open(url);
@@ -143,13 +145,13 @@ pub fn main(args: &[String]) {
         "mem" => {
             // RSS before any connection, with one open (after a first one that faulted the code
             // in), and with n more: the same steps as client.lua's.
-            let r0 = rss_kib();
+            let r0 = status_kib("VmRSS:");
             let first = open(url);
-            let r1 = rss_kib();
+            let r1 = status_kib("VmRSS:");
             let second = open(url);
-            let r2 = rss_kib();
+            let r2 = status_kib("VmRSS:");
             let many: Vec<Ws> = (0..n).map(|_| open(url)).collect();
-            let r3 = rss_kib();
+            let r3 = status_kib("VmRSS:");
             println!("RESULT mode=mem n={n} rss0={r0} rss1={r1} rss2={r2} rss3={r3}");
             drop((first, second, many));
         }

@@ -5,7 +5,7 @@
 //! * callgrind: instructions of the whole client process for two counts N1 < N2; the difference
 //!   divided by N2 - N1 is the cost per message, without start-up;
 //! * strace -f -c: syscalls per idle `wsreceive`, also by difference;
-//! * RSS from /proc/self/status inside the client, peak RSS from wait4's rusage.
+//! * RSS and peak RSS (VmRSS, VmHWM) from /proc/self/status inside the client.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,6 +58,9 @@ struct Ctx {
     work: PathBuf,
     self_exe: PathBuf,
     client_lua: PathBuf,
+    /// Debian lua5.1's package.path and package.cpath, for an interpreter of our own.
+    lua_path: String,
+    lua_cpath: String,
     have_valgrind: bool,
     have_strace: bool,
     timeout: Duration,
@@ -67,8 +70,6 @@ struct Ctx {
 
 struct Ran {
     stdout: String,
-    /// Peak RSS of the child, KiB (wait4's ru_maxrss).
-    maxrss_kib: u64,
 }
 
 fn have(tool: &str) -> bool {
@@ -114,10 +115,13 @@ impl Ctx {
         let tail = vec![mode.to_string(), n.to_string(), size.to_string(), self.url.clone()];
         match c {
             Client::Lua => {
-                let mut v = vec!["lua5.1".to_string(), self.client_lua.display().to_string()];
+                // An interpreter beside the module (the symbol build's) wins over Debian's.
+                let own = lua_dir.join("lua5.1");
+                let lua = if own.exists() { own.display().to_string() } else { "lua5.1".to_string() };
+                let mut v = vec![lua, self.client_lua.display().to_string()];
                 v.extend(tail);
-                let cpath = format!("{}/?.so;;", lua_dir.display());
-                (v, vec![("LUA_CPATH".into(), cpath)])
+                let cpath = format!("{}/?.so;{}", lua_dir.display(), self.lua_cpath);
+                (v, vec![("LUA_CPATH".into(), cpath), ("LUA_PATH".into(), self.lua_path.clone())])
             }
             Client::Rust => {
                 let mut v = vec![self.self_exe.display().to_string(), "client".to_string()];
@@ -142,22 +146,20 @@ impl Ctx {
         let pid = child.id() as libc::pid_t;
         let deadline = Instant::now() + self.timeout;
         let mut status: libc::c_int = 0;
-        // SAFETY: rusage is plain data; wait4 fills it for our own child.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
             // SAFETY: waiting for our own child by pid.
-            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if r == pid {
                 break;
             }
             if r < 0 {
-                return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+                return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
             }
             if Instant::now() > deadline {
                 // SAFETY: the pid is our unreaped child.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
-                    libc::wait4(pid, &mut status, 0, &mut ru);
+                    libc::waitpid(pid, &mut status, 0);
                 }
                 return Err(format!("{tag}: timed out after {:?}: {}", self.timeout, argv.join(" ")));
             }
@@ -170,10 +172,7 @@ impl Ctx {
             let tail: String = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             return Err(format!("{tag} failed (status {status}): {}\n{stdout}{tail}", argv.join(" ")));
         }
-        Ok(Ran {
-            stdout,
-            maxrss_kib: ru.ru_maxrss as u64,
-        })
+        Ok(Ran { stdout })
     }
 
     /// Runs a client and returns the key=value pairs of its RESULT line.
@@ -322,18 +321,45 @@ fn short_name(raw: &str) -> String {
     if obj.is_empty() { name } else { format!("{name} [{obj}]") }
 }
 
-/// Top functions by instructions per message: the difference of the N2 and N1 profiles.
-fn top_per_msg(f1: &Path, f2: &Path, dn: usize, k: usize) -> Res<Vec<(String, f64)>> {
+/// The object file a callgrind_annotate function name ends with (`… [/path/obj]`).
+fn object_of(raw: &str) -> String {
+    match raw.rfind(" [") {
+        Some(i) if raw.ends_with(']') => Path::new(&raw[i + 2..raw.len() - 1])
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        _ => "(object not named)".into(),
+    }
+}
+
+/// Instructions per message by function (top `k`) and by object file: the difference of the N2
+/// and N1 profiles.
+struct Profile {
+    top: Vec<(String, f64)>,
+    objects: Vec<(String, f64)>,
+}
+
+fn profile_of(f1: &Path, f2: &Path, dn: usize) -> Res<Profile> {
+    let k = 10;
     let a = functions(f1)?;
     let b = functions(f2)?;
-    let mut v: Vec<(String, f64)> = b
-        .iter()
-        .map(|(name, ir)| (name.clone(), (ir - a.get(name).copied().unwrap_or(0.0)) / dn as f64))
-        .filter(|(_, d)| *d > 0.0)
+    let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+    names.sort();
+    names.dedup();
+    let delta: Vec<(&String, f64)> = names
+        .into_iter()
+        .map(|n| (n, (b.get(n).copied().unwrap_or(0.0) - a.get(n).copied().unwrap_or(0.0)) / dn as f64))
         .collect();
-    v.sort_by(|x, y| y.1.total_cmp(&x.1));
-    v.truncate(k);
-    Ok(v.into_iter().map(|(n, d)| (short_name(&n), d)).collect())
+    let mut objects: BTreeMap<String, f64> = BTreeMap::new();
+    for (n, d) in &delta {
+        *objects.entry(object_of(n)).or_insert(0.0) += d;
+    }
+    let mut objects: Vec<(String, f64)> = objects.into_iter().filter(|(_, d)| *d >= 0.5).collect();
+    objects.sort_by(|x, y| y.1.total_cmp(&x.1));
+    let mut top: Vec<(String, f64)> = delta.into_iter().filter(|(_, d)| *d > 0.0).map(|(n, d)| (short_name(n), d)).collect();
+    top.sort_by(|x, y| y.1.total_cmp(&x.1));
+    top.truncate(k);
+    Ok(Profile { top, objects })
 }
 
 fn fmt_int(x: f64) -> String {
@@ -368,7 +394,7 @@ struct Row {
     lua_ir: Option<f64>,
     rust_ir: Option<f64>,
     budget: f64,
-    profile: Option<(Vec<(String, f64)>, Vec<(String, f64)>)>,
+    profile: Option<(Profile, Profile)>,
 }
 
 pub fn main(args: &[String]) -> Res<()> {
@@ -409,6 +435,8 @@ pub fn main(args: &[String]) -> Res<()> {
         work,
         self_exe: std::env::current_exe().map_err(|e| e.to_string())?,
         client_lua: bench.join("client.lua"),
+        lua_path: capture("lua5.1", &["-e", "io.write(package.path)"]),
+        lua_cpath: capture("lua5.1", &["-e", "io.write(package.cpath)"]),
         have_valgrind: have("valgrind") && have("callgrind_annotate"),
         have_strace: have("strace"),
         timeout: Duration::from_secs(if smoke { 45 } else { 600 }),
@@ -428,9 +456,10 @@ pub fn main(args: &[String]) -> Res<()> {
         .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_else(|| "unknown".into());
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let lua_version = capture("lua5.1", &["-v"]).split("  ").next().unwrap_or("").to_string();
     let luws_version = {
-        let (mut argv, env) = (vec!["lua5.1".to_string(), "-e".into()], vec![("LUA_CPATH".to_string(), format!("{}/?.so;;", ctx.lua_dir.display()))]);
+        let (mut argv, env) = (vec!["lua5.1".to_string(), "-e".into()], vec![("LUA_CPATH".to_string(), format!("{}/?.so;{}", ctx.lua_dir.display(), ctx.lua_cpath))]);
         argv.push("local l = require 'luws'; print(l.VERSION .. ' (_VERSION ' .. l._VERSION .. ', TLS ' .. tostring(l.tls_backend) .. ')')".into());
         ctx.exec(&argv, &env, "version")?.stdout.trim().to_string()
     };
@@ -489,7 +518,7 @@ pub fn main(args: &[String]) -> Res<()> {
                 }
                 let (_, sf1, sf2) = ctx.per_msg(Client::Lua, &sym, case.mode, case.size, counts, &format!("c{ci}-luasym"))?;
                 let dn = counts.1 - counts.0;
-                profile = Some((top_per_msg(&sf1, &sf2, dn, 10)?, top_per_msg(&rf1, &rf2, dn, 10)?));
+                profile = Some((profile_of(&sf1, &sf2, dn)?, profile_of(&rf1, &rf2, dn)?));
             }
         }
         rows.push(Row {
@@ -523,12 +552,19 @@ pub fn main(args: &[String]) -> Res<()> {
         ctx.notes.push("strace not installed: idle syscalls skipped".into());
         None
     };
-    let idle_ir = if ctx.have_valgrind && !smoke {
+    // The wait between wsreceive calls (socket.select, or luws.wait once it exists).
+    let (wait_kv, _) = ctx.client(Client::Lua, &ctx.lua_dir, "wait", idle_counts.0, 0, "wait-plain")?;
+    let waiter = wait_kv.get("waiter").cloned().unwrap_or_else(|| "?".into());
+    let (mut idle_ir, mut wait_ir, mut idle_profile) = (None, None, None);
+    if ctx.have_valgrind && !smoke {
         let lua_dir = ctx.lua_dir.clone();
-        Some(ctx.per_msg(Client::Lua, &lua_dir, "idle", 0, idle_counts, "idle")?.0)
-    } else {
-        None
-    };
+        idle_ir = Some(ctx.per_msg(Client::Lua, &lua_dir, "idle", 0, idle_counts, "idle")?.0);
+        wait_ir = Some(ctx.per_msg(Client::Lua, &lua_dir, "wait", 0, idle_counts, "wait")?.0);
+        if let Some(sym) = ctx.sym_lua_dir.clone() {
+            let (_, f1, f2) = ctx.per_msg(Client::Lua, &sym, "idle", 0, idle_counts, "idle-sym")?;
+            idle_profile = Some(profile_of(&f1, &f2, idle_counts.1 - idle_counts.0)?);
+        }
+    }
 
     // --- memory
     let nconn = if smoke { 50 } else { 1_000 };
@@ -540,8 +576,8 @@ pub fn main(args: &[String]) -> Res<()> {
     let lmem = mem(Client::Lua, "mem-lua")?;
     let rmem = mem(Client::Rust, "mem-rust")?;
     let peak = |c: Client, size: usize, tag: &str| -> Res<f64> {
-        let (_, ran) = ctx.client(c, &ctx.lua_dir, "big", 1, size, tag)?;
-        Ok(ran.maxrss_kib as f64)
+        let (kv, _) = ctx.client(c, &ctx.lua_dir, "big", 1, size, tag)?;
+        num(&kv, "hwm")
     };
     let lpeak = (peak(Client::Lua, BIG, "big-lua")?, peak(Client::Lua, 32, "big-lua-base")?);
     let rpeak = (peak(Client::Rust, BIG, "big-rust")?, peak(Client::Rust, 32, "big-rust-base")?);
@@ -552,7 +588,7 @@ pub fn main(args: &[String]) -> Res<()> {
     let _ = writeln!(w, "# luws benchmark{}\n", if smoke { " (smoke: tiny counts, not figures to quote)" } else { "" });
     let _ = writeln!(w, "| | |\n|---|---|");
     let _ = writeln!(w, "| date | {date} |");
-    let _ = writeln!(w, "| machine | {arch}, {cpu}, {ncpu} CPUs |");
+    let _ = writeln!(w, "| machine | {arch}, {cpu}, {ncpu} CPUs; load average at start {load} (wall-clock figures depend on it; instruction counts do not) |");
     let _ = writeln!(w, "| ours | luws {luws_version}, git {git}, driven from {lua_version} (tungstenite {luws_tung} inside) |");
     let _ = writeln!(w, "| ceiling | pure-Rust tungstenite {tung} client, blocking I/O, read_buffer_size {READ_BUFFER_SIZE}, write_buffer_size {WRITE_BUFFER_SIZE} (luws's defaults), TCP_NODELAY; {rustc} |");
     let _ = writeln!(w, "| server | tungstenite {tung}, thread per connection, blocking, 127.0.0.1 |");
@@ -600,14 +636,13 @@ pub fn main(args: &[String]) -> Res<()> {
             let _ = writeln!(w, "| syscalls per idle wsreceive | not measured | — | 1 | |");
         }
     }
-    match idle_ir {
-        Some(i) => {
-            let _ = writeln!(w, "| instructions per idle wsreceive (callgrind) | {} | — | — | |", fmt_int(i));
-        }
-        None => {
-            let _ = writeln!(w, "| instructions per idle wsreceive (callgrind) | not measured | — | — | |");
-        }
-    }
+    let opt = |x: Option<f64>| x.map_or("not measured".to_string(), fmt_int);
+    let _ = writeln!(w, "| instructions per idle wsreceive (callgrind) | {} | — | — | |", opt(idle_ir));
+    let _ = writeln!(
+        w,
+        "| instructions per zero-timeout `{waiter}` on one idle luws conn (the wait the luws loops above make; not part of the budgets) | {} | — | — | |",
+        opt(wait_ir)
+    );
     let first = (lmem[1] - lmem[0], rmem[1] - rmem[0]);
     let one = (lmem[2] - lmem[1], rmem[2] - rmem[1]);
     let per = ((lmem[3] - lmem[2]) / nconn as f64, (rmem[3] - rmem[2]) / nconn as f64);
@@ -638,7 +673,7 @@ pub fn main(args: &[String]) -> Res<()> {
     }
     let _ = writeln!(
         w,
-        "| peak RSS receiving one 16 MiB message (whole process; ÷ message) | {} ({:.2}×) | {} ({:.2}×) | ≤ 2.5× | {} |",
+        "| peak RSS receiving one 16 MiB message (VmHWM of the whole process; ÷ message) | {} ({:.2}×) | {} ({:.2}×) | ≤ 2.5× | {} |",
         fmt_kib(lpeak.0),
         lpeak.0 / big_kib,
         fmt_kib(rpeak.0),
@@ -664,15 +699,20 @@ pub fn main(args: &[String]) -> Res<()> {
         }
     }
     let profiled: Vec<&Row> = rows.iter().filter(|r| r.profile.is_some()).collect();
-    if !profiled.is_empty() {
+    if !profiled.is_empty() || idle_profile.is_some() {
         let _ = writeln!(
             w,
-            "\n## Where the instructions go (exclusive Ir per message by function, callgrind N2 − N1; luws from an unstripped build of the same code)\n"
+            "\n## Where the instructions go\n\nExclusive instructions per message by function and by object file, callgrind N2 − N1. For these profiles only, luws is an unstripped build of the same code and, when `make bench` could build it, Lua 5.1.5 is a host built from Lua's own sources with symbols (`lua-host`; Debian's lua5.1 is stripped), so the sums differ a little from the table above.\n"
         );
         for r in profiled {
             let Some((ours, theirs)) = &r.profile else { continue };
             let _ = writeln!(w, "### {}\n", r.label);
             let _ = writeln!(w, "| # | luws (Lua 5.1) | Ir/msg | Rust ceiling | Ir/msg |\n|---:|---|---:|---|---:|");
+            let objs = |p: &Profile| {
+                p.objects.iter().map(|(o, d)| format!("{o} {}", fmt_int(*d))).collect::<Vec<_>>().join(", ")
+            };
+            let _ = writeln!(w, "| | by object: {} | | by object: {} | |", objs(ours), objs(theirs));
+            let (ours, theirs) = (&ours.top, &theirs.top);
             for i in 0..ours.len().max(theirs.len()) {
                 let a = ours.get(i).map(|(n, d)| (n.replace('|', "\\|"), fmt_int(*d))).unwrap_or_default();
                 let b = theirs.get(i).map(|(n, d)| (n.replace('|', "\\|"), fmt_int(*d))).unwrap_or_default();
@@ -681,7 +721,20 @@ pub fn main(args: &[String]) -> Res<()> {
             let _ = writeln!(w);
         }
     }
+    if let Some(p) = &idle_profile {
+        let _ = writeln!(w, "### idle wsreceive (luws only)\n");
+        let objs = p.objects.iter().map(|(o, d)| format!("{o} {}", fmt_int(*d))).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(w, "| # | luws (Lua 5.1) | Ir/call |\n|---:|---|---:|\n| | by object: {objs} | |");
+        for (i, (n, d)) in p.top.iter().enumerate() {
+            let _ = writeln!(w, "| {} | `{}` | {} |", i + 1, n.replace('|', "\\|"), fmt_int(*d));
+        }
+        let _ = writeln!(w);
+    }
     let mut notes = ctx.notes.clone();
+    notes.push("The Lua client waits (`{waiter}`, 1 s timeout) before each `wsreceive` unless the last call returned `more`; the Rust client blocks in `read()`. Handlers only count messages and keep the last one.".replace("{waiter}", &waiter));
+    notes.push("Pushed messages end with their sequence number, so every received Lua string is new (no interning shortcut); the echo test sends the same 32-byte text each time, as the Rust client does.".into());
+    notes.push("callgrind counts each iteration of `rep movsb`/`rep stosb` (glibc's memcpy/memset for large sizes) as one instruction: a 16 KiB copy is ~16,000 Ir, though it takes ~1 µs.".into());
+    notes.push("Memory: VmRSS inside the client after a full GC; the 1st connection also faults in code; \"one idle connection\" is the 2nd. Peak: VmHWM of the client at the end of the run.".into());
     notes.sort();
     notes.dedup();
     notes.push(format!("callgrind files and client output: {}", ctx.work.display()));

@@ -1,7 +1,8 @@
 //! The benchmark's server: native tungstenite, blocking, one thread per connection, so it is
 //! never the bottleneck. What it does is chosen by the client's text messages:
 //!
-//! * `push SIZE COUNT`: sends COUNT binary messages of SIZE bytes, as fast as the socket takes them;
+//! * `push SIZE COUNT`: sends COUNT binary messages of SIZE bytes (each ending with its number),
+//!   as fast as the socket takes them;
 //! * `done`: answers `ack` (the end of a send run: every byte before it has arrived);
 //! * any other text: echoed back;
 //! * binary messages: discarded.
@@ -44,9 +45,16 @@ fn handle(s: TcpStream) -> tungstenite::Result<()> {
                 if let Some(args) = t.as_str().strip_prefix("push ") {
                     let mut it = args.split_whitespace().map(|w| w.parse::<usize>().unwrap_or(0));
                     let (size, count) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-                    let payload = Bytes::from(vec![0xa5u8; size]);
-                    for _ in 0..count {
-                        ws.write(Message::Binary(payload.clone()))?;
+                    // Each message ends with its number (big-endian, so the last byte changes
+                    // fastest), so that no two are equal: Lua 5.1 would otherwise find each one
+                    // already interned, or, as it hashes only ~32 sampled bytes of a string
+                    // (always the last one), compare every message byte by byte with the ones
+                    // still alive; real traffic is neither.
+                    let mut payload = vec![0xa5u8; size];
+                    let tail = size.min(8);
+                    for i in 0..count {
+                        payload[size - tail..].copy_from_slice(&(i as u64).to_be_bytes()[8 - tail..]);
+                        ws.write(Message::Binary(Bytes::copy_from_slice(&payload)))?;
                     }
                     ws.flush()?;
                 } else if t.as_str() == "done" {

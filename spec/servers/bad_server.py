@@ -8,7 +8,9 @@ Design criteria
     that stdout/stderr go to /dev/null (or to $LUWS_SERVER_LOG) so a pipe that
     nobody reads can never block it.
   * Never outlives the test run: exits on SIGTERM/SIGINT, when its parent
-    process changes (checked every second), and if it cannot start in 15 s.
+    process changes (checked every second), when nobody holds the read end
+    of its stdout pipe any more (so pclose() in the parent never blocks for
+    long), and if it cannot start in 15 s.
   * One thread per connection; every blocking wait is bounded (<= 30 s per
     wait, <= 60 s for the "hold the socket" behaviours).
   * The behaviour is chosen by the request path, parameters come from the
@@ -29,6 +31,7 @@ import select
 import signal
 import socket
 import ssl
+import stat
 import string
 import struct
 import sys
@@ -84,7 +87,7 @@ def wait_log(ident, prefix, timeout):
             _log_cond.wait(min(left, 1.0))
 
 
-def wait_count(target, timeout, me=1):
+def wait_count(target, timeout, me=0):
     deadline = time.monotonic() + timeout
     while True:
         with _open_lock:
@@ -932,6 +935,7 @@ def peek_head(sock):
 def handle_conn(sock):
     global _open_count
     c = Conn(sock, False)
+    counted = True
     try:
         first = None
         if TLS_CTX is not None:
@@ -969,6 +973,10 @@ def handle_conn(sock):
         c.query = query
         c.id = query.get("id", "")
         if "upgrade" not in hdrs:
+            # control requests are not part of /count
+            with _open_lock:
+                _open_count -= 1
+            counted = False
             serve_control(c, path, query)
             return
         if TLS_CTX is not None and not c.tls:
@@ -995,16 +1003,39 @@ def handle_conn(sock):
             c.sock.close()
         except Exception:
             pass
-        with _open_lock:
-            _open_count -= 1
+        if counted:
+            with _open_lock:
+                _open_count -= 1
 
 
 # ---------------------------------------------------------------- main
 
 
-def watchdog(ppid):
+def stdout_pipe():
+    """A dup of stdout when it is a pipe (else None), kept after the redirect."""
+    try:
+        if stat.S_ISFIFO(os.fstat(1).st_mode):
+            return os.dup(1)
+    except OSError:
+        pass
+    return None
+
+
+def watchdog(ppid, pipe_fd):
+    """Exit when the parent changes or the reader of our stdout pipe is gone.
+
+    The second check lets a Lua parent pclose() our io.popen handle (e.g.
+    from a finalizer at exit) without waiting forever for us."""
+    poller = None
+    if pipe_fd is not None:
+        poller = select.poll()
+        poller.register(pipe_fd, 0)  # POLLERR/POLLHUP are always reported
     while True:
-        time.sleep(1.0)
+        if poller is not None:
+            if poller.poll(1000):
+                os._exit(0)
+        else:
+            time.sleep(1.0)
         if os.getppid() != ppid:
             os._exit(0)
 
@@ -1031,7 +1062,6 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os._exit(0))
     ppid = os.getppid()
-    threading.Thread(target=watchdog, args=(ppid,), daemon=True).start()
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1041,6 +1071,7 @@ def main():
     sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
     sys.stdout.flush()
     signal.alarm(0)
+    threading.Thread(target=watchdog, args=(ppid, stdout_pipe()), daemon=True).start()
     out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(out, 1)

@@ -7,7 +7,8 @@ Design criteria
     implementation it shares no code with.
   * Same process contract as bad_server.py: binds 127.0.0.1 port 0, prints
     "PORT <n> PID <pid>" once, then stdout/stderr go to /dev/null (or to
-    $LUWS_SERVER_LOG); exits on SIGTERM/SIGINT and when its parent changes.
+    $LUWS_SERVER_LOG); exits on SIGTERM/SIGINT, when its parent changes and
+    when the reader of its stdout pipe is gone.
   * Echoes every message with its type (text as text, binary as binary),
     messages up to 64 MiB; no server-initiated pings (deterministic tests);
     permessage-deflate is left at the library default (only used if offered).
@@ -26,8 +27,12 @@ import argparse
 import asyncio
 import logging
 import os
+import select
 import ssl
+import stat
 import sys
+import threading
+import time
 
 from websockets.asyncio.server import serve
 
@@ -50,11 +55,30 @@ async def handler(ws):
         await ws.send(message)
 
 
-async def watch_parent(ppid):
+def watch_parent(ppid, pipe_fd):
+    """Exit when the parent changes or the reader of our stdout pipe is gone
+    (so a Lua parent's pclose() never waits for long)."""
+    poller = None
+    if pipe_fd is not None:
+        poller = select.poll()
+        poller.register(pipe_fd, 0)  # POLLERR/POLLHUP are always reported
     while True:
-        await asyncio.sleep(1.0)
+        if poller is not None:
+            if poller.poll(1000):
+                os._exit(0)
+        else:
+            time.sleep(1.0)
         if os.getppid() != ppid:
             os._exit(0)
+
+
+def stdout_pipe():
+    try:
+        if stat.S_ISFIFO(os.fstat(1).st_mode):
+            return os.dup(1)
+    except OSError:
+        pass
+    return None
 
 
 async def main():
@@ -69,7 +93,6 @@ async def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os._exit(0))
     ppid = os.getppid()
-    asyncio.get_running_loop().create_task(watch_parent(ppid))
 
     logging.basicConfig(level=logging.CRITICAL)
     async with serve(
@@ -86,6 +109,7 @@ async def main():
         sys.stdout.write("PORT %d PID %d\n" % (port, os.getpid()))
         sys.stdout.flush()
         signal.alarm(0)
+        threading.Thread(target=watch_parent, args=(ppid, stdout_pipe()), daemon=True).start()
         out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(out, 1)

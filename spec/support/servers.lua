@@ -203,7 +203,7 @@ function Server:log(id, wait_prefix, timeout)
   return lines
 end
 
---- Number of open TCP connections on the server (not counting this query).
+--- Number of open TCP connections on the server (log/count requests excluded).
 -- With `wait_for`, waits (at most `timeout` s, default 5) until the count
 -- equals it, then returns the count (equal or not).
 function Server:count(wait_for, timeout)

@@ -27,7 +27,11 @@ pub fn type_name(v: &Value) -> &'static str {
 }
 
 pub fn expected(pos: u8, func: &'static str, what: &str, got: &Value) -> mlua::Error {
-    bad(pos, func, format!("{what} expected, got {}", type_name(got)))
+    bad(
+        pos,
+        func,
+        format!("{what} expected, got {}", type_name(got)),
+    )
 }
 
 pub fn function(pos: u8, func: &'static str, v: Value) -> mlua::Result<Function> {

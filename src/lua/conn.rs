@@ -40,7 +40,9 @@ pub fn handlers(ud: &AnyUserData) -> mlua::Result<Handlers> {
         Value::Table(a) => {
             // LuWS passes unpack(handler_args): the array part, up to its length.
             let n = a.raw_len();
-            (1..=n).map(|i| a.raw_get::<Value>(i)).collect::<mlua::Result<Vec<_>>>()?
+            (1..=n)
+                .map(|i| a.raw_get::<Value>(i))
+                .collect::<mlua::Result<Vec<_>>>()?
         }
         _ => Vec::new(),
     };
@@ -56,9 +58,12 @@ impl UserData for Conn {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("luws-websock[{}]", this.label))
         });
-        m.add_function("send", |lua, (ud, op, data): (AnyUserData, Value, Value)| {
-            super::luws_api::send(lua, &ud, op, data, "send")
-        });
+        m.add_function(
+            "send",
+            |lua, (ud, op, data): (AnyUserData, Value, Value)| {
+                super::luws_api::send(lua, &ud, op, data, "send")
+            },
+        );
         m.add_function("receive", |lua, ud: AnyUserData| {
             super::luws_api::receive(lua, &ud)
         });

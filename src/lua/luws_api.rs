@@ -159,6 +159,8 @@ fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, E
         }
     };
     let fd = match call("getfd", MultiValue::new())? {
+        // lua_Integer is 32-bit on 32-bit targets (Vera), 64-bit elsewhere.
+        #[allow(clippy::unnecessary_cast)]
         Value::Integer(i) => i as i64,
         Value::Number(n) => n as i64,
         _ => -1,
@@ -213,7 +215,9 @@ fn payload(data: Value, func: &'static str) -> mlua::Result<Result<Vec<u8>, Send
                     Ok((Value::String(s), _)) => out.extend_from_slice(&s.as_bytes()),
                     Ok((Value::Nil, Value::Nil)) => return Ok(Ok(out)),
                     Ok((Value::Nil, err)) => {
-                        return Ok(Err(SendFailure::Source(err.to_string().unwrap_or_default())));
+                        return Ok(Err(SendFailure::Source(
+                            err.to_string().unwrap_or_default(),
+                        )));
                     }
                     Ok((other, _)) => {
                         return Ok(Err(SendFailure::Source(format!(
@@ -278,24 +282,56 @@ pub fn receive(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
         match event {
             Event::Message { text, data } => {
                 let s = lua.create_string(&data)?;
-                dispatch(lua, &h.handler, ud, Value::Integer(if text { 1 } else { 2 }), Value::String(s), &h.args, "message handler");
+                dispatch(
+                    lua,
+                    &h.handler,
+                    ud,
+                    Value::Integer(if text { 1 } else { 2 }),
+                    Value::String(s),
+                    &h.args,
+                    "message handler",
+                );
             }
             Event::Control { opcode, data } => {
                 let mut default = true;
                 if let Some(ch) = &h.control {
                     let s = Value::String(lua.create_string(&data)?);
-                    let r = dispatch(lua, ch, ud, Value::Integer(opcode as _), s, &h.args, "control handler");
+                    let r = dispatch(
+                        lua,
+                        ch,
+                        ud,
+                        Value::Integer(opcode as _),
+                        s,
+                        &h.args,
+                        "control handler",
+                    );
                     default = !matches!(r, Some(Value::Boolean(false)));
                 }
                 if opcode == 8 && default {
                     let msg = Error::Receive(crate::error::ReceiveFailure::Closed).to_string();
                     let s = Value::String(lua.create_string(&msg)?);
-                    dispatch(lua, &h.handler, ud, Value::Boolean(false), s, &h.args, "message handler");
+                    dispatch(
+                        lua,
+                        &h.handler,
+                        ud,
+                        Value::Boolean(false),
+                        s,
+                        &h.args,
+                        "message handler",
+                    );
                 }
             }
             Event::Failed(e) => {
                 let s = Value::String(lua.create_string(e.to_string())?);
-                dispatch(lua, &h.handler, ud, Value::Boolean(false), s, &h.args, "message handler");
+                dispatch(
+                    lua,
+                    &h.handler,
+                    ud,
+                    Value::Boolean(false),
+                    s,
+                    &h.args,
+                    "message handler",
+                );
                 return (Value::Nil, e.receive_return_text()).into_lua_multi(lua);
             }
             Event::Ended(e) => {

@@ -34,14 +34,17 @@ fn number(t: &Table, name: &'static str) -> mlua::Result<Option<f64>> {
             Some(n) if n.is_finite() => Ok(Some(n)),
             _ => Err(bad(name, "number expected")),
         },
-        other => Err(bad(name, format!("number expected, got {}", super::args::type_name(&other)))),
+        other => Err(bad(
+            name,
+            format!("number expected, got {}", super::args::type_name(&other)),
+        )),
     }
 }
 
 fn seconds(t: &Table, name: &'static str) -> mlua::Result<Option<Duration>> {
     match number(t, name)? {
         None => Ok(None),
-        Some(n) if n < 0.0 || n > 1e9 => Err(bad(name, "seconds must be between 0 and 1e9")),
+        Some(n) if !(0.0..=1e9).contains(&n) => Err(bad(name, "seconds must be between 0 and 1e9")),
         Some(n) => Ok(Some(Duration::from_secs_f64(n))),
     }
 }
@@ -60,7 +63,10 @@ fn string(t: &Table, name: &'static str) -> mlua::Result<Option<String>> {
     match t.get::<Value>(name)? {
         Value::Nil => Ok(None),
         Value::String(s) => Ok(Some(s.to_string_lossy())),
-        other => Err(bad(name, format!("string expected, got {}", super::args::type_name(&other)))),
+        other => Err(bad(
+            name,
+            format!("string expected, got {}", super::args::type_name(&other)),
+        )),
     }
 }
 
@@ -68,7 +74,10 @@ fn function(t: &Table, name: &'static str) -> mlua::Result<Option<Function>> {
     match t.get::<Value>(name)? {
         Value::Nil => Ok(None),
         Value::Function(f) => Ok(Some(f)),
-        other => Err(bad(name, format!("function expected, got {}", super::args::type_name(&other)))),
+        other => Err(bad(
+            name,
+            format!("function expected, got {}", super::args::type_name(&other)),
+        )),
     }
 }
 
@@ -86,10 +95,19 @@ fn list(t: &Table, name: &'static str) -> mlua::Result<Vec<String>> {
             .sequence_values::<Value>()
             .map(|v| match v? {
                 Value::String(s) => Ok(s.to_string_lossy()),
-                other => Err(bad(name, format!("strings expected, got {}", super::args::type_name(&other)))),
+                other => Err(bad(
+                    name,
+                    format!("strings expected, got {}", super::args::type_name(&other)),
+                )),
             })
             .collect(),
-        other => Err(bad(name, format!("string or table expected, got {}", super::args::type_name(&other)))),
+        other => Err(bad(
+            name,
+            format!(
+                "string or table expected, got {}",
+                super::args::type_name(&other)
+            ),
+        )),
     }
 }
 
@@ -129,7 +147,12 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
     // luws always does.
     match t.get::<Value>("use_masking")? {
         Value::Nil | Value::Boolean(_) => {}
-        other => return Err(bad("use_masking", format!("boolean expected, got {}", super::args::type_name(&other)))),
+        other => {
+            return Err(bad(
+                "use_masking",
+                format!("boolean expected, got {}", super::args::type_name(&other)),
+            ));
+        }
     }
 
     let tls = &mut spec.tls;
@@ -178,14 +201,22 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
                 .map_err(|m| bad("upgrade_headers", m))?;
         }
         other => {
-            return Err(bad("upgrade_headers", format!("table expected, got {}", super::args::type_name(&other))));
+            return Err(bad(
+                "upgrade_headers",
+                format!("table expected, got {}", super::args::type_name(&other)),
+            ));
         }
     }
 
     let handler_args = match t.get::<Value>("handler_args")? {
         Value::Nil => None,
         Value::Table(a) => Some(a),
-        other => return Err(bad("handler_args", format!("table expected, got {}", super::args::type_name(&other)))),
+        other => {
+            return Err(bad(
+                "handler_args",
+                format!("table expected, got {}", super::args::type_name(&other)),
+            ));
+        }
     };
     Ok(LuaParts {
         control_handler: function(t, "control_handler")?,

@@ -84,12 +84,25 @@ impl TlsSettings {
                     self.max_version = Some(TlsVersion::V1_2);
                 }
             }
-            "all" | "no_sslv2" | "no_sslv3" | "no_compression" | "no_ticket"
-            | "cipher_server_preference" | "single_dh_use" | "single_ecdh_use"
-            | "no_session_resumption_on_renegotiation" | "no_renegotiation"
-            | "legacy_server_connect" | "allow_unsafe_legacy_renegotiation" | "ephemeral_rsa"
-            | "tls_rollback_bug" | "dont_insert_empty_fragments" | "microsoft_sess_id_bug"
-            | "netscape_challenge_bug" | "no_query_mtu" | "cookie_exchange" => {}
+            "all"
+            | "no_sslv2"
+            | "no_sslv3"
+            | "no_compression"
+            | "no_ticket"
+            | "cipher_server_preference"
+            | "single_dh_use"
+            | "single_ecdh_use"
+            | "no_session_resumption_on_renegotiation"
+            | "no_renegotiation"
+            | "legacy_server_connect"
+            | "allow_unsafe_legacy_renegotiation"
+            | "ephemeral_rsa"
+            | "tls_rollback_bug"
+            | "dont_insert_empty_fragments"
+            | "microsoft_sess_id_bug"
+            | "netscape_challenge_bug"
+            | "no_query_mtu"
+            | "cookie_exchange" => {}
             other => return Err(format!("unknown option '{other}'")),
         }
         Ok(())
@@ -110,7 +123,8 @@ impl TlsSettings {
 }
 
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {path}: {}", e.to_string().to_lowercase()))
+    std::fs::read(path)
+        .map_err(|e| format!("cannot read {what} {path}: {}", crate::error::io_words(&e)))
 }
 
 #[cfg(test)]
@@ -121,7 +135,10 @@ mod tests {
     fn luasec_protocol_names() {
         let mut s = TlsSettings::default();
         assert!(s.apply_protocol("tlsv1_2").is_ok());
-        assert_eq!((s.min_version, s.max_version), (Some(TlsVersion::V1_2), Some(TlsVersion::V1_2)));
+        assert_eq!(
+            (s.min_version, s.max_version),
+            (Some(TlsVersion::V1_2), Some(TlsVersion::V1_2))
+        );
         assert!(s.apply_protocol("any").is_ok());
         assert_eq!((s.min_version, s.max_version), (None, None));
         assert!(s.apply_protocol("sslv3").is_err());

@@ -83,7 +83,9 @@ fn settle(
 ) -> Result<Handshake, String> {
     match r {
         Ok(s) => Ok(Handshake::Done(s)),
-        Err(native_tls::HandshakeError::WouldBlock(mid)) => Ok(Handshake::Pending(MidHandshake(mid))),
+        Err(native_tls::HandshakeError::WouldBlock(mid)) => {
+            Ok(Handshake::Pending(MidHandshake(mid)))
+        }
         Err(native_tls::HandshakeError::Failure(e)) => Err(tidy(&e.to_string())),
     }
 }

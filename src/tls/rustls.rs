@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
     SignatureScheme, SupportedProtocolVersion,
@@ -85,10 +87,12 @@ fn user_certs(what: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, St
 fn roots_from(paths: &[String]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for path in paths {
-        let Ok(pem) = std::fs::read(path) else { continue };
+        let Ok(pem) = std::fs::read(path) else {
+            continue;
+        };
         // A bundle may hold entries webpki cannot use; skip those, keep the rest.
-        let (added, _) =
-            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
+        let (added, _) = roots
+            .add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
         if added > 0 {
             return roots;
         }
@@ -102,13 +106,82 @@ fn roots_from(paths: &[String]) -> RootCertStore {
 fn system_roots() -> &'static RootCertStore {
     static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
-        let env = std::env::var("SSL_CERT_FILE").ok().filter(|p| !p.is_empty());
+        let env = std::env::var("SSL_CERT_FILE")
+            .ok()
+            .filter(|p| !p.is_empty());
         let paths: Vec<String> = env
             .into_iter()
             .chain(SYSTEM_BUNDLES.iter().map(|p| p.to_string()))
             .collect();
         roots_from(&paths)
     })
+}
+
+/// `ssl_verify = "peer"`: webpki verification against the roots, plus one case OpenSSL
+/// allows and webpki does not: a server certificate listed verbatim in `ssl_cafile` that is
+/// itself a CA certificate. That is what `openssl req -x509` makes by default, i.e. the
+/// usual self-signed hub certificate a user pins with `ssl_cafile`.
+#[derive(Debug)]
+struct PinningVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+/// webpki's refusal of a CA certificate as the server's own. It checks the validity dates
+/// before this, so a certificate refused for this reason alone is within its dates.
+fn ca_used_as_end_entity(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(CertificateError::Other(o))
+        if o.to_string() == "CaUsedAsEndEntity")
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verdict {
+            Err(e) if ca_used_as_end_entity(&e) && self.pinned.iter().any(|p| p == end_entity) => {
+                // Trusted by the user as is; the host name must still match.
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// `ssl_verify = "none"`: any certificate chain and name are accepted, but the handshake
@@ -167,15 +240,26 @@ impl Connector {
         };
         let builder = if s.verify {
             let mut roots = system_roots().clone();
-            for c in extra {
-                roots.add(c).map_err(|e| {
+            for c in &extra {
+                roots.add(c.clone()).map_err(|e| {
                     format!("bad ssl_cafile {}: {e}", s.cafile.as_deref().unwrap_or(""))
                 })?;
             }
-            builder.with_root_certificates(roots)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let verifier = PinningVerifier {
+                webpki,
+                pinned: extra,
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
         } else {
             let verifier = AcceptAnyCert(provider.signature_verification_algorithms);
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
         };
         let config = match (&s.certificate, &s.key) {
             (Some(cert), Some(key)) => {
@@ -216,7 +300,10 @@ impl MidHandshake {
 /// "Try again later": a non-blocking socket not ready, or a blocking one's timeout (which
 /// Linux reports as EAGAIN, other systems as ETIMEDOUT). The caller owns the deadline.
 fn later(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Moves the handshake as far as the socket allows. Done only once the handshake is over
@@ -276,6 +363,8 @@ fn certificate_words(c: &CertificateError) -> String {
         }
         C::Revoked => "certificate revoked".into(),
         C::BadEncoding => "bad certificate encoding".into(),
+        // webpki's own reasons (e.g. `CaUsedAsEndEntity`), passed through rustls as text.
+        C::Other(o) => spaced(&o.to_string()),
         other => spaced(&format!("{other:?}")),
     }
 }
@@ -407,7 +496,9 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     }
 
     fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
-        CertificateDer::pem_slice_iter(pem.as_bytes()).map(Result::unwrap).collect()
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .map(Result::unwrap)
+            .collect()
     }
 
     fn provider() -> Arc<CryptoProvider> {
@@ -433,7 +524,13 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
 
     impl Serve {
         fn new(chain: &'static str, key: &'static str) -> Serve {
-            Serve { chain, key, versions: rustls::ALL_VERSIONS, client_ca: None, wrong_key: None }
+            Serve {
+                chain,
+                key,
+                versions: rustls::ALL_VERSIONS,
+                client_ca: None,
+                wrong_key: None,
+            }
         }
 
         /// A one-connection rustls server on loopback that echoes 2 bytes; the thread returns
@@ -458,9 +555,8 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
             let signer = p.key_provider.load_private_key(key).unwrap();
             let ck = rustls::sign::CertifiedKey::new(certs(self.chain), signer);
-            let config = Arc::new(
-                b.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck))),
-            );
+            let config =
+                Arc::new(b.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck))));
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let t = std::thread::spawn(move || {
@@ -484,8 +580,10 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     /// Connects as `open.rs` does: blocking socket, timeouts, resume until done.
     fn handshake_blocking(c: &Connector, host: &str, port: u16) -> Result<TlsStream, String> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        tcp.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        tcp.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let deadline = Instant::now() + WAIT;
         let mut step = c.start(host, tcp)?;
         loop {
@@ -527,42 +625,79 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     }
 
     fn settings(verify: bool) -> TlsSettings {
-        TlsSettings { verify, ..TlsSettings::default() }
+        TlsSettings {
+            verify,
+            ..TlsSettings::default()
+        }
     }
 
     #[test]
     fn version_ranges_map_onto_tls12_and_tls13() {
-        let range = |lo, hi| TlsSettings { min_version: lo, max_version: hi, ..settings(false) };
+        let range = |lo, hi| TlsSettings {
+            min_version: lo,
+            max_version: hi,
+            ..settings(false)
+        };
         let names = |s: &TlsSettings| -> Vec<ProtocolVersion> {
             versions(s).unwrap().iter().map(|v| v.version).collect()
         };
         let both = vec![ProtocolVersion::TLSv1_3, ProtocolVersion::TLSv1_2];
         assert_eq!(names(&range(None, None)), both);
         assert_eq!(names(&range(Some(TlsVersion::V1_0), None)), both);
-        assert_eq!(names(&range(None, Some(TlsVersion::V1_2))), vec![ProtocolVersion::TLSv1_2]);
-        assert_eq!(names(&range(Some(TlsVersion::V1_3), None)), vec![ProtocolVersion::TLSv1_3]);
+        assert_eq!(
+            names(&range(None, Some(TlsVersion::V1_2))),
+            vec![ProtocolVersion::TLSv1_2]
+        );
+        assert_eq!(
+            names(&range(Some(TlsVersion::V1_3), None)),
+            vec![ProtocolVersion::TLSv1_3]
+        );
         let old = range(Some(TlsVersion::V1_0), Some(TlsVersion::V1_1));
-        assert_eq!(err_of(versions(&old)), "rustls supports only TLS 1.2 and 1.3");
+        assert_eq!(
+            err_of(versions(&old)),
+            "rustls supports only TLS 1.2 and 1.3"
+        );
         let mut pinned = settings(false);
         pinned.apply_protocol("tlsv1").unwrap();
-        assert_eq!(err_of(Connector::new(&pinned)), "rustls supports only TLS 1.2 and 1.3");
+        assert_eq!(
+            err_of(Connector::new(&pinned)),
+            "rustls supports only TLS 1.2 and 1.3"
+        );
     }
 
     #[test]
     fn settings_are_checked() {
         assert!(Connector::new(&settings(false)).is_ok());
         assert!(Connector::new(&settings(true)).is_ok());
-        let key_only = TlsSettings { key: Some(temp_file(SERVER_KEY)), ..settings(false) };
+        let key_only = TlsSettings {
+            key: Some(temp_file(SERVER_KEY)),
+            ..settings(false)
+        };
         assert!(err_of(Connector::new(&key_only)).contains("together"));
 
-        let missing = TlsSettings { cafile: Some("/nonexistent/ca.pem".into()), ..settings(true) };
-        assert!(err_of(Connector::new(&missing)).starts_with("cannot read ssl_cafile /nonexistent/ca.pem: "));
-        let junk = TlsSettings { cafile: Some(temp_file("not a pem\n")), ..settings(true) };
+        let missing = TlsSettings {
+            cafile: Some("/nonexistent/ca.pem".into()),
+            ..settings(true)
+        };
+        assert!(
+            err_of(Connector::new(&missing))
+                .starts_with("cannot read ssl_cafile /nonexistent/ca.pem: ")
+        );
+        let junk = TlsSettings {
+            cafile: Some(temp_file("not a pem\n")),
+            ..settings(true)
+        };
         assert!(err_of(Connector::new(&junk)).starts_with("bad ssl_cafile "));
         // The file is checked even when verification is off, as with native-tls.
-        let junk = TlsSettings { cafile: Some(temp_file("")), ..settings(false) };
+        let junk = TlsSettings {
+            cafile: Some(temp_file("")),
+            ..settings(false)
+        };
         assert!(err_of(Connector::new(&junk)).ends_with("no certificate found"));
-        let two = TlsSettings { cafile: Some(temp_file(&format!("{CA}{SELF}"))), ..settings(true) };
+        let two = TlsSettings {
+            cafile: Some(temp_file(&format!("{CA}{SELF}"))),
+            ..settings(true)
+        };
         assert!(Connector::new(&two).is_ok());
 
         // Client identity: SEC1 and PKCS#8 keys load; a key of another certificate does not.
@@ -573,9 +708,14 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         };
         assert!(Connector::new(&id(CLIENT, CLIENT_KEY)).is_ok());
         assert!(Connector::new(&id(SERVER, SERVER_KEY)).is_ok());
-        assert!(err_of(Connector::new(&id(CLIENT, SERVER_KEY))).starts_with("bad ssl_certificate/ssl_key: "));
+        assert!(
+            err_of(Connector::new(&id(CLIENT, SERVER_KEY)))
+                .starts_with("bad ssl_certificate/ssl_key: ")
+        );
         assert!(err_of(Connector::new(&id(CLIENT, CLIENT))).starts_with("bad ssl_key "));
-        assert!(err_of(Connector::new(&id(CLIENT_KEY, CLIENT_KEY))).ends_with("no certificate found"));
+        assert!(
+            err_of(Connector::new(&id(CLIENT_KEY, CLIENT_KEY))).ends_with("no certificate found")
+        );
     }
 
     #[test]
@@ -600,10 +740,19 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         let v = AcceptAnyCert(p.signature_verification_algorithms);
         let chain = certs(SELF);
         let name = ServerName::try_from("not.the.name").unwrap();
-        assert!(v.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).is_ok());
+        assert!(
+            v.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now())
+                .is_ok()
+        );
         let chain = certs(&format!("{SERVER}{CA}"));
-        assert!(v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).is_ok());
-        assert!(v.supported_verify_schemes().contains(&SignatureScheme::ECDSA_NISTP256_SHA256));
+        assert!(
+            v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+                .is_ok()
+        );
+        assert!(
+            v.supported_verify_schemes()
+                .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+        );
     }
 
     #[test]
@@ -611,7 +760,10 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         assert_eq!(spaced("UnknownCA"), "unknown ca");
         assert_eq!(spaced("HandshakeFailure"), "handshake failure");
         let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        assert_eq!(describe(&e), "certificate verify failed (unable to get local issuer certificate)");
+        assert_eq!(
+            describe(&e),
+            "certificate verify failed (unable to get local issuer certificate)"
+        );
     }
 
     #[test]
@@ -625,7 +777,10 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
 
     #[test]
     fn loopback_without_verification_still_checks_the_signature() {
-        let serve = Serve { wrong_key: Some(SERVER_KEY), ..Serve::new(SELF, SELF_KEY) };
+        let serve = Serve {
+            wrong_key: Some(SERVER_KEY),
+            ..Serve::new(SELF, SELF_KEY)
+        };
         let (port, server) = serve.spawn();
         let c = Connector::new(&settings(false)).unwrap();
         let e = err_of(handshake_blocking(&c, "localhost", port));
@@ -635,7 +790,10 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
 
     #[test]
     fn loopback_verified_by_cafile_and_name() {
-        let ca = TlsSettings { cafile: Some(temp_file(CA)), ..settings(true) };
+        let ca = TlsSettings {
+            cafile: Some(temp_file(CA)),
+            ..settings(true)
+        };
         let c = Connector::new(&ca).unwrap();
         for host in ["localhost", "127.0.0.1"] {
             let (port, server) = Serve::new(SERVER, SERVER_KEY).spawn();
@@ -658,6 +816,49 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     }
 
     #[test]
+    fn loopback_pinned_self_signed_ca_certificate() {
+        // OpenSSL trusts a self-signed CA:TRUE server certificate given as the CA file.
+        let pinned = TlsSettings {
+            cafile: Some(temp_file(SELF)),
+            ..settings(true)
+        };
+        let c = Connector::new(&pinned).unwrap();
+        for host in ["localhost", "127.0.0.1"] {
+            let (port, server) = Serve::new(SELF, SELF_KEY).spawn();
+            let mut s = handshake_blocking(&c, host, port).unwrap();
+            echo(&mut s);
+            assert!(server.join().unwrap().is_ok());
+        }
+        let (port, _server) = Serve::new(SELF, SELF_KEY).spawn();
+        assert_eq!(
+            err_of(handshake_blocking(&c, "example.com", port)),
+            "certificate verify failed (hostname mismatch)"
+        );
+        // Not pinned: webpki's refusal stands.
+        let other = TlsSettings {
+            cafile: Some(temp_file(CA)),
+            ..settings(true)
+        };
+        let (port, _server) = Serve::new(SELF, SELF_KEY).spawn();
+        assert_eq!(
+            err_of(handshake_blocking(
+                &Connector::new(&other).unwrap(),
+                "localhost",
+                port
+            )),
+            "certificate verify failed (ca used as end entity)"
+        );
+        // Pinned, but the server lacks the key: the handshake signature still fails.
+        let serve = Serve {
+            wrong_key: Some(SERVER_KEY),
+            ..Serve::new(SELF, SELF_KEY)
+        };
+        let (port, _server) = serve.spawn();
+        let e = err_of(handshake_blocking(&c, "localhost", port));
+        assert!(e.starts_with("certificate verify failed"), "{e}");
+    }
+
+    #[test]
     fn loopback_tls12_and_version_mismatch() {
         let mut s12 = settings(false);
         s12.apply_protocol("tlsv1_2").unwrap();
@@ -669,9 +870,16 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         let mut s13 = settings(false);
         s13.apply_protocol("tlsv1_3").unwrap();
         static TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
-        let serve = Serve { versions: TLS12_ONLY, ..Serve::new(SERVER, SERVER_KEY) };
+        let serve = Serve {
+            versions: TLS12_ONLY,
+            ..Serve::new(SERVER, SERVER_KEY)
+        };
         let (port, _server) = serve.spawn();
-        let e = err_of(handshake_blocking(&Connector::new(&s13).unwrap(), "localhost", port));
+        let e = err_of(handshake_blocking(
+            &Connector::new(&s13).unwrap(),
+            "localhost",
+            port,
+        ));
         assert_eq!(e, "tls alert: protocol version");
     }
 
@@ -682,16 +890,27 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
             key: Some(temp_file(CLIENT_KEY)),
             ..settings(false)
         };
-        let serve = Serve { client_ca: Some(CA), ..Serve::new(SERVER, SERVER_KEY) };
+        let serve = Serve {
+            client_ca: Some(CA),
+            ..Serve::new(SERVER, SERVER_KEY)
+        };
         let (port, server) = serve.spawn();
-        let mut s = handshake_blocking(&Connector::new(&with_id).unwrap(), "localhost", port).unwrap();
+        let mut s =
+            handshake_blocking(&Connector::new(&with_id).unwrap(), "localhost", port).unwrap();
         echo(&mut s);
         assert!(server.join().unwrap().is_ok());
 
         // Without one, the server refuses (in TLS 1.3 the client learns it on first read).
-        let serve = Serve { client_ca: Some(CA), ..Serve::new(SERVER, SERVER_KEY) };
+        let serve = Serve {
+            client_ca: Some(CA),
+            ..Serve::new(SERVER, SERVER_KEY)
+        };
         let (port, server) = serve.spawn();
-        if let Ok(mut s) = handshake_blocking(&Connector::new(&settings(false)).unwrap(), "localhost", port) {
+        if let Ok(mut s) = handshake_blocking(
+            &Connector::new(&settings(false)).unwrap(),
+            "localhost",
+            port,
+        ) {
             let _ = s.write_all(b"hi");
             let _ = s.flush();
             assert!(s.read(&mut [0u8; 2]).is_err());
@@ -730,7 +949,8 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         // A server that never answers: the socket timeout surfaces as Pending, again and again.
         let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_silent, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let Handshake::Pending(m) = c.start("localhost", tcp).unwrap() else {
             panic!("handshake finished with a silent server")
         };

@@ -1,0 +1,84 @@
+-- wsclose and the connection's life: closing handshake, idempotence, garbage collection, methods.
+local H = spec_helper
+local luws = H.luws
+
+describe("wsclose", function()
+  local bad, echo
+  setup(function()
+    bad = H.server("bad")
+    echo = H.server("echo")
+  end)
+
+  it("sends Close 1000 and closes the socket", function()
+    local id = H.id()
+    local conn = H.open(bad.url("/echo?id=" .. id), function() end)
+    local fd = conn:getfd()
+    assert.is_true(fd >= 0)
+    luws.wsclose(conn)
+    assert.equal(-1, conn:getfd())
+    local log = bad:log(id, "close")
+    assert.equal("close 1000", log[#log])
+  end)
+
+  it("waits only a bounded moment for a peer that never answers the Close", function()
+    local conn = H.open(bad.url("/silence?id=" .. H.id()), function() end, { close_timeout = 0.3 })
+    local t = H.elapsed(function() luws.wsclose(conn) end)
+    assert.is_true(t < 1.5, "took " .. t)
+    assert.equal(-1, conn:getfd())
+  end)
+
+  it("is safe twice, on nil, and after the peer closed", function()
+    local conn = H.open(echo.url("/"), function() end)
+    luws.wsclose(conn)
+    luws.wsclose(conn)
+    luws.wsclose(nil)
+    local c2 = H.open(bad.url("/close?code=1000&id=" .. H.id()), function() end)
+    H.pump(c2, function() return false end, 5)
+    luws.wsclose(c2)
+  end)
+
+  it("a connection dropped without wsclose closes its socket when collected", function()
+    collectgarbage()
+    collectgarbage()
+    local before = H.open_fds()
+    local id = H.id()
+    do
+      local conn = H.open(bad.url("/echo?id=" .. id), function() end)
+      assert.equal(before + 1, H.open_fds())
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, H.open_fds())
+    local log = bad:log(id, "close")
+    assert.equal("close 1001", log[#log])
+  end)
+
+  it("a handler that refers to its own conn does not keep it alive", function()
+    collectgarbage()
+    collectgarbage()
+    local before = H.open_fds()
+    do
+      local conn
+      conn = H.open(echo.url("/"), function(c) local _ = conn end)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, H.open_fds())
+  end)
+
+  it("offers methods: send, receive, close, getfd, dirty, lastping", function()
+    local handler, got = H.recorder()
+    local conn = H.open(echo.url("/"), handler)
+    assert.is_true(conn:send(1, "via method"))
+    local deadline = H.socket.gettime() + 5
+    while #got == 0 and H.socket.gettime() < deadline do
+      conn:receive()
+      luws.wait({ conn }, 0.05)
+    end
+    assert.same({ 1, "via method" }, got[1])
+    assert.is_false(conn:dirty())
+    assert.is_number(conn:lastping())
+    conn:close()
+    assert.same({ false, "not connected" }, { conn:send(1, "x") })
+  end)
+end)

@@ -1,0 +1,104 @@
+//! `luws.wait(conns [, timeout])`: sleeps in poll(2) until some connections have work, for
+//! scripts without LuaSocket. Returns those connections (an empty table when time ran out).
+
+use std::time::{Duration, Instant};
+
+use mlua::{AnyUserData, Lua, Table, Value};
+
+use super::args::{bad, expected};
+use super::conn::Conn;
+use crate::sys;
+
+pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
+    let list = match list {
+        Value::Table(t) => t,
+        other => return Err(expected(1, "wait", "table", &other)),
+    };
+    let timeout = match timeout {
+        Value::Nil => None,
+        Value::Integer(i) => Some(i as f64),
+        Value::Number(n) => Some(n),
+        other => return Err(expected(2, "wait", "number", &other)),
+    };
+    let limit = match timeout {
+        None => None,
+        Some(t) if t < 0.0 => None,
+        Some(t) if t.is_finite() => Some(Duration::from_secs_f64(t.min(1e9))),
+        Some(_) => return Err(bad(2, "wait", "finite number expected")),
+    };
+
+    let mut conns: Vec<AnyUserData> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut index: Vec<usize> = Vec::new();
+    let mut ready = vec![];
+    let now = Instant::now();
+    let mut wake: Option<Instant> = limit.map(|l| now + l);
+    for v in list.sequence_values::<Value>() {
+        let ud = match v? {
+            Value::UserData(ud) if ud.is::<Conn>() => ud,
+            other => {
+                return Err(expected(
+                    1,
+                    "wait",
+                    "table of luws connections, found a",
+                    &other,
+                ));
+            }
+        };
+        {
+            let c = ud.borrow::<Conn>()?;
+            let s = c.session.borrow();
+            let fd = s.raw_fd();
+            if fd >= 0 {
+                let due = s.next_deadline();
+                if s.dirty() || due.is_some_and(|d| d <= now) {
+                    ready.push(conns.len());
+                }
+                if let Some(d) = due {
+                    wake = Some(wake.map_or(d, |w| w.min(d)));
+                }
+                let mut events = libc::POLLIN;
+                if s.wants_write() {
+                    events |= libc::POLLOUT;
+                }
+                fds.push(libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                });
+                index.push(conns.len());
+            }
+        }
+        conns.push(ud);
+    }
+
+    let wait_for = if !ready.is_empty() {
+        Some(Duration::ZERO)
+    } else {
+        wake.map(|w| w.saturating_duration_since(Instant::now()))
+    };
+    if !fds.is_empty() || wait_for.is_some() {
+        sys::poll(&mut fds, wait_for).map_err(mlua::Error::external)?;
+    }
+    let after = Instant::now();
+    for (k, p) in fds.iter().enumerate() {
+        let i = index[k];
+        if ready.contains(&i) {
+            continue;
+        }
+        let due = {
+            let c = conns[i].borrow::<Conn>()?;
+            let s = c.session.borrow();
+            s.next_deadline().is_some_and(|d| d <= after)
+        };
+        if p.revents != 0 || due {
+            ready.push(i);
+        }
+    }
+    ready.sort_unstable();
+    let out = lua.create_table_with_capacity(ready.len(), 0)?;
+    for i in ready {
+        out.raw_push(conns[i].clone())?;
+    }
+    Ok(out)
+}
