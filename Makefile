@@ -1,3 +1,52 @@
+# luws: build, demo and tests. `make demo` is the main job; `make test` runs every test.
+#   make demo    build the module and run lua/examples/echo.lua against a local echo server
+#   make test    install what tests need, then every stage (tools/test-all.sh)
+#   make module  build target/release/libluws.so and install it as target/lua51/luws.so
+#   make spec    the busted suite on Lua 5.1 (native-tls build)
+
+RUSTLS_TARGET := $(CURDIR)/target/rustls
+RUSTLS_FEATURES := lua51,module,tls-rustls
+
+.PHONY: demo test deps lint unit module module-rustls spec spec-rustls autobahn
+
+demo:
+	bash tools/install-deps.sh --demo
+	cargo build --release
+	tools/install-module.sh target/release/libluws.so target/lua51
+	tools/demo.sh
+
+test:
+	tools/test-all.sh
+
+deps:
+	bash tools/install-deps.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo clippy --all-targets --no-default-features --features $(RUSTLS_FEATURES) -- -D warnings
+
+unit:
+	cargo test
+	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo test --no-default-features --features $(RUSTLS_FEATURES)
+
+module:
+	cargo build --release
+	tools/install-module.sh target/release/libluws.so target/lua51
+
+module-rustls:
+	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo build --release --no-default-features --features $(RUSTLS_FEATURES)
+	tools/install-module.sh $(RUSTLS_TARGET)/release/libluws.so $(RUSTLS_TARGET)/lua51
+
+spec: module
+	tools/spec.sh lua5.1 ./target/lua51/?.so
+
+spec-rustls: module-rustls
+	tools/spec.sh lua5.1 $(RUSTLS_TARGET)/lua51/?.so
+
+autobahn: module
+	bash spec/autobahn/run.sh
+
 # Benchmarks (issue 6): luws from Lua 5.1 against a pure-Rust tungstenite client. See bench/.
 #   make bench        the full run; writes bench/results.md
 #   make bench-smoke  small counts, < 60 s, fails only if something does not run (for CI)

@@ -25,6 +25,7 @@ else
   FEATURES=(--no-default-features --features "${LUWS_FEATURES:-lua51,module,tls-rustls}"); NAME=luws
 fi
 
+STD_FEATURES=""
 TU="$(echo "$T" | tr 'a-z-' 'A-Z_')"; TL="${T//-/_}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_PROFILE_RELEASE_PANIC=unwind          # a Rust panic must become a Lua error
@@ -53,6 +54,10 @@ else
   RF+=" -C link-arg=-L$SYSROOT/usr/lib -C link-arg=-L$SYSROOT/lib"
   RF+=" -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
   RF+=" --cfg getrandom_backend=\"custom\""
+  # Size budget (<= 2 MiB): no panic file/line strings, Debug output shallow (type
+  # names only; Display is unchanged), std size-optimised paths.
+  RF+=" ${LUWS_SIZE_RUSTFLAGS--Zlocation-detail=none -Zfmt-debug=shallow}"
+  STD_FEATURES="${LUWS_STD_FEATURES-panic-unwind,optimize_for_size}"
 fi
 export "CC_$TL=$CC_BIN" "CFLAGS_$TL=$CFL -ffunction-sections -fdata-sections" "AR_$TL=$GNU_TRIPLE-ar"
 export "CARGO_TARGET_${TU}_LINKER=$CC_BIN"
@@ -61,6 +66,7 @@ export "CARGO_TARGET_${TU}_RUSTFLAGS=$RF"
 log "cargo build $NAME for $T (rustc: $(rustc --version))"
 start=$(date +%s)
 (cd "$SRC" && cargo build --release --target "$T" -Zbuild-std=std,panic_unwind \
+   ${STD_FEATURES:+-Zbuild-std-features="$STD_FEATURES"} \
    --target-dir "$WORK/target-$NAME" "${FEATURES[@]}")
 mkdir -p "$OUT/$T"
 cp "$WORK/target-$NAME/$T/release/lib$NAME.so" "$OUT/$T/$NAME.so"

@@ -11,6 +11,7 @@ MIRROR="${LUWS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Debian's own Rust (rustc-web/cargo-web 1.96 from bookworm-security) lives in
 # /usr/bin as plain `rustc`/`cargo`; rustup's proxies in ~/.cargo/bin must not
 # win inside these scripts.
+ORIG_PATH="$PATH"
 export PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH"
 
 ALL_TARGETS="aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu mipsel-unknown-linux-uclibc"

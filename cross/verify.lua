@@ -22,7 +22,7 @@ end
 -- A Rust error becomes a Lua error (argument check in Rust; pcall catches it).
 local url = string.format("ws://127.0.0.1:%d/echo", port)
 local e_ok, err = pcall(luws.wsopen, 42)
-check("Rust error -> Lua error: pcall(wsopen, 42)", not e_ok and type(err) == "string" and err:find("wsopen", 1, true), err)
+check("Rust error -> Lua error: pcall(wsopen, 42)", not e_ok and tostring(err):find("wsopen", 1, true), err)
 -- Floats into Rust: 1.5 must be seen as non-integral, -0.25 as negative.
 e_ok, err = pcall(luws.wsopen, url, function() end, { receive_chunk_size = 1.5 })
 check("float 1.5 into Rust (receive_chunk_size rejected)", not e_ok and tostring(err):find("integer", 1, true), err)
@@ -34,14 +34,18 @@ check("float out of Rust: wslastping(nil) == 0.0", luws.wslastping(nil) == 0)
 -- Echo a text and a binary message (the binary one > 64 KiB: 64-bit length).
 local got = {}
 local function handler(conn, op, data) got[#got + 1] = { op = op, data = data } end
-local opts = { receive_timeout = 0.25 }
+local opts = { receive_timeout = 0.25, max_payload_size = 1e6 }
 local t0 = os.time()
 local conn, oerr = luws.wsopen(url, handler, opts)
 check("wsopen " .. url, conn, conn and type(conn) or oerr)
 if conn then
   check("option floats back: receive_timeout == 0.25", opts.receive_timeout == 0.25, opts.receive_timeout)
-  local mp = opts.max_payload_size
-  check("default max_payload_size is a sane float from Rust", type(mp) == "number" and mp >= 65536 and mp < 1e16 and mp % 1 == 0, mp)
+  check("option floats back: max_payload_size == 1e6", opts.max_payload_size == 1e6, opts.max_payload_size)
+  local dflt = {}
+  local c2 = luws.wsopen(url, function() end, dflt)
+  local mp = dflt.max_payload_size
+  check("default max_payload_size: a float written by Rust", type(mp) == "number" and mp >= 1024 and mp < 1e16 and mp % 1 == 0, mp)
+  if c2 then luws.wsclose(c2) end
   local text = "h\195\169llo from " .. _VERSION .. " " .. string.rep("x", 300)
   local parts = {}
   for i = 0, 255 do parts[#parts + 1] = string.char(i) end
@@ -55,8 +59,9 @@ if conn then
     local more, n = luws.wsreceive(conn)
     if more == nil then rerr = n break end
   end
-  check("text echoed (opcode 1)", got[1] and got[1].op == 1 and got[1].data == text, got[1] and (got[1].op .. " " .. #tostring(got[1].data)) or rerr or "nothing received")
-  check("binary echoed (opcode 2, 76800 bytes)", got[2] and got[2].op == 2 and got[2].data == bin, got[2] and (got[2].op .. " " .. #tostring(got[2].data)) or rerr or "nothing received")
+  local function show(g) return g and (tostring(g.op) .. " " .. #tostring(g.data) .. " " .. tostring(g.data):sub(1, 24):gsub("[^%w%p ]", ".")) or rerr or "nothing received" end
+  check("text echoed (opcode 1)", got[1] and got[1].op == 1 and got[1].data == text, show(got[1]))
+  check("binary echoed (opcode 2, 76800 bytes)", got[2] and got[2].op == 2 and got[2].data == bin, show(got[2]))
   local lp, t1 = luws.wslastping(conn), os.time()
   check("float out of Rust: wslastping(conn) is a time now", type(lp) == "number" and lp >= t0 - 2 and lp <= t1 + 2,
     string.format("%.3f (os.time %d..%d)", lp, t0, t1))

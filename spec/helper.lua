@@ -17,6 +17,16 @@ H.socket = socket
 
 local started = {}
 
+-- Stop the servers when the run ends: the interpreter's exit would otherwise wait in pclose()
+-- for servers that wait for it.
+local ok_busted, busted = pcall(require, "busted")
+if ok_busted and busted.subscribe then
+  busted.subscribe({ "suite", "end" }, function()
+    H.servers.stop_all()
+    return nil, true
+  end)
+end
+
 --- A server of `kind` ("bad" or "echo") with `opts`, started once per spec run and reused.
 function H.server(kind, opts)
   local key = kind

@@ -516,6 +516,8 @@ def switch(c, hdrs, accept="good", upgrade="websocket", extra=()):
     c.send(("\r\n".join(lines) + "\r\n\r\n").encode())
     if accept == "good" and upgrade == "websocket":
         c.ev("open")
+        if c.tls:
+            c.ev("sni", getattr(c, "sni", None) or "none")
         if c.tls and ARGS.client_ca:
             try:
                 cert = c.sock.getpeercert()
@@ -947,11 +949,13 @@ def handle_conn(sock):
                     c.wait_gone(HOLD, consume=False)
                     return
                 sock.settimeout(WAIT)
+                SNI.name = None
                 try:
                     c.sock = TLS_CTX.wrap_socket(sock, server_side=True)
                 except (OSError, ssl.SSLError):
                     return
                 c.tls = True
+                c.sni = SNI.name
         else:
             # /hang-accept must not read the request: peek at it first.
             peek = peek_head(sock)
@@ -1041,7 +1045,7 @@ def watchdog(ppid, pipe_fd):
 
 
 def main():
-    global ARGS, TLS_CTX, _open_count
+    global ARGS, TLS_CTX, SNI, _open_count
     ap = argparse.ArgumentParser(description="luws misbehaving WebSocket test server")
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--client-ca", metavar="CA",
@@ -1049,10 +1053,13 @@ def main():
     ap.add_argument("--stall-tls", action="store_true",
                     help="accept TLS connections but never complete the handshake")
     ARGS = ap.parse_args()
+    SNI = threading.local()
     TLS_CTX = None
     if ARGS.tls:
         TLS_CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         TLS_CTX.load_cert_chain(ARGS.tls[0], ARGS.tls[1])
+        # Record the server name the client sent (SNI); runs in the handshaking thread.
+        TLS_CTX.sni_callback = lambda _obj, name, _ctx: setattr(SNI, "name", name)
         if ARGS.client_ca:
             TLS_CTX.load_verify_locations(ARGS.client_ca)
             TLS_CTX.verify_mode = ssl.CERT_OPTIONAL

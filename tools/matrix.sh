@@ -1,0 +1,117 @@
+#!/bin/sh
+# The Lua version matrix: builds the module for each Lua version and runs the whole busted suite
+# against it with the matching interpreter.
+#
+#   tools/matrix.sh [lua51 lua52 lua53 lua54 luajit]   (default: all five)
+#
+# Each version builds in its own target directory (target/matrix/<ver>), so the builds never wait
+# on the lock of the main target/; the module is copied to target/matrix/<ver>/lua/luws.so and
+# the specs find it through LUWS_CPATH (spec/helper.lua). Needs Debian's lua5.x/luajit
+# interpreters with busted and LuaSocket for each, python3 with websockets, and cargo.
+#
+# Prints "<ver>: N passed, N failed" per version and a last line "N passed, N failed" for all;
+# exits non-zero when any spec failed or any build or busted run broke. The TAP output of each
+# run is kept in target/matrix/<ver>/busted.tap.
+#
+# Environment: BUSTED (default /usr/bin/busted), BUSTED_ARGS (extra busted arguments, e.g.
+# "--filter=wssend"), MATRIX_NO_BUILD=1 (test the modules already built), CARGO_FEATURES_EXTRA
+# (default "module,tls-native").
+
+set -u
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+
+ALL="lua51 lua52 lua53 lua54 luajit"
+VERSIONS=${*:-$ALL}
+BUSTED=${BUSTED:-/usr/bin/busted}
+BUSTED_ARGS=${BUSTED_ARGS:-}
+FEATURES_EXTRA=${CARGO_FEATURES_EXTRA:-module,tls-native}
+
+interpreter() {
+  case "$1" in
+    lua51) echo lua5.1 ;;
+    lua52) echo lua5.2 ;;
+    lua53) echo lua5.3 ;;
+    lua54) echo lua5.4 ;;
+    luajit) echo luajit ;;
+    *) return 1 ;;
+  esac
+}
+
+for v in $VERSIONS; do
+  if ! interpreter "$v" >/dev/null; then
+    echo "matrix: unknown Lua version '$v' (one of: $ALL)" >&2
+    exit 2
+  fi
+done
+
+now() { date +%s; }
+total_pass=0
+total_fail=0
+broken=""
+summary=""
+t_all=$(now)
+
+for v in $VERSIONS; do
+  lua=$(interpreter "$v")
+  dir="target/matrix/$v"
+  t0=$(now)
+  echo "== $v ($lua)"
+
+  if ! command -v "$lua" >/dev/null 2>&1; then
+    echo "$v: interpreter $lua not found"
+    broken="$broken $v"
+    summary="$summary$v: 0 passed, 1 failed (no $lua)\n"
+    total_fail=$((total_fail + 1))
+    continue
+  fi
+
+  if [ "${MATRIX_NO_BUILD:-}" != 1 ]; then
+    if ! CARGO_TARGET_DIR="$dir" cargo build --release --quiet --no-default-features \
+        --features "$v,$FEATURES_EXTRA"; then
+      echo "$v: build failed"
+      broken="$broken $v"
+      summary="$summary$v: 0 passed, 1 failed (build failed)\n"
+      total_fail=$((total_fail + 1))
+      continue
+    fi
+    mkdir -p "$dir/lua"
+    cp "$dir/release/libluws.so" "$dir/lua/luws.so"
+  fi
+  if [ ! -f "$dir/lua/luws.so" ]; then
+    echo "$v: $dir/lua/luws.so missing"
+    broken="$broken $v"
+    summary="$summary$v: 0 passed, 1 failed (no module)\n"
+    total_fail=$((total_fail + 1))
+    continue
+  fi
+
+  tap="$dir/busted.tap"
+  # shellcheck disable=SC2086 # BUSTED_ARGS is a list of words
+  LUWS_CPATH="$ROOT/$dir/lua/?.so" "$lua" "$BUSTED" -o TAP $BUSTED_ARGS >"$tap" 2>"$dir/busted.err"
+  rc=$?
+  pass=$(grep -c '^ok ' "$tap")
+  fail=$(grep -c '^not ok ' "$tap")
+  note=""
+  if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+    # busted itself broke (the helper failed to load, a spec file did not compile, ...).
+    fail=1
+    note=" (busted exited with $rc)"
+    tail -20 "$dir/busted.err" "$tap" | sed 's/^/    /'
+  fi
+  if [ "$fail" -gt 0 ]; then
+    broken="$broken $v"
+    grep -A6 '^not ok ' "$tap" | sed 's/^/    /' | head -80
+  fi
+  line="$v: $pass passed, $fail failed$note ($(($(now) - t0)) s)"
+  echo "$line"
+  summary="$summary$line\n"
+  total_pass=$((total_pass + pass))
+  total_fail=$((total_fail + fail))
+done
+
+echo "== summary ($(($(now) - t_all)) s)"
+printf "%b" "$summary"
+[ -n "$broken" ] && echo "failing:$broken"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
