@@ -13,9 +13,11 @@
 )))]
 compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54 or luajit");
 
+pub mod connecting;
 pub mod endpoint;
 pub mod error;
 pub mod handshake;
+pub mod lws_reason;
 pub mod open;
 pub mod session;
 pub mod stream;

@@ -480,6 +480,13 @@ impl Session {
         err
     }
 
+    /// Closes the socket at once, without a closing handshake (a Close that got no answer).
+    pub fn abandon(&mut self) {
+        if self.is_connected() {
+            self.drop_socket(Ending::Local);
+        }
+    }
+
     /// Closes: sends Close `code` if open, waits up to `close_timeout` for the peer's Close,
     /// then closes the socket. Safe in any state, any number of times.
     pub fn close(&mut self, code: u16) {

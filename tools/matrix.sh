@@ -6,8 +6,9 @@
 #
 # Each version builds in its own target directory (target/matrix/<ver>), so the builds never wait
 # on the lock of the main target/; the module is copied to target/matrix/<ver>/lua/luws.so and
-# the specs find it through LUWS_CPATH (spec/helper.lua). Needs Debian's lua5.x/luajit
-# interpreters with busted and LuaSocket for each, python3 with websockets, and cargo.
+# the specs find it through LUWS_CPATH (spec/helper.lua); LUWS_LUA names the interpreter for
+# specs that start child interpreters. Needs Debian's lua5.x/luajit interpreters with busted and
+# LuaSocket for each, python3 with websockets, and cargo.
 #
 # Prints "<ver>: N passed, N failed" per version and a last line "N passed, N failed" for all;
 # exits non-zero when any spec failed or any build or busted run broke. The TAP output of each
@@ -15,7 +16,8 @@
 #
 # Environment: BUSTED (default /usr/bin/busted), BUSTED_ARGS (extra busted arguments, e.g.
 # "--filter=wssend"), MATRIX_NO_BUILD=1 (test the modules already built), CARGO_FEATURES_EXTRA
-# (default "module,tls-native").
+# (default "module,tls-native"), MATRIX_TIMEOUT (seconds one busted run may take, default 900;
+# then it and the test servers it started are killed and the version counts as failed).
 
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -26,6 +28,7 @@ VERSIONS=${*:-$ALL}
 BUSTED=${BUSTED:-/usr/bin/busted}
 BUSTED_ARGS=${BUSTED_ARGS:-}
 FEATURES_EXTRA=${CARGO_FEATURES_EXTRA:-module,tls-native}
+TIMEOUT=${MATRIX_TIMEOUT:-900}
 
 interpreter() {
   case "$1" in
@@ -67,9 +70,11 @@ for v in $VERSIONS; do
   fi
 
   if [ "${MATRIX_NO_BUILD:-}" != 1 ]; then
-    if ! CARGO_TARGET_DIR="$dir" cargo build --release --quiet --no-default-features \
-        --features "$v,$FEATURES_EXTRA"; then
-      echo "$v: build failed"
+    mkdir -p "$dir"
+    if ! CARGO_TARGET_DIR="$dir" cargo build --release --no-default-features \
+        --features "$v,$FEATURES_EXTRA" >"$dir/build.log" 2>&1; then
+      tail -30 "$dir/build.log" | sed 's/^/    /'
+      echo "$v: build failed (log: $dir/build.log)"
       broken="$broken $v"
       summary="$summary$v: 0 passed, 1 failed (build failed)\n"
       total_fail=$((total_fail + 1))
@@ -88,12 +93,18 @@ for v in $VERSIONS; do
 
   tap="$dir/busted.tap"
   # shellcheck disable=SC2086 # BUSTED_ARGS is a list of words
-  LUWS_CPATH="$ROOT/$dir/lua/?.so" "$lua" "$BUSTED" -o TAP $BUSTED_ARGS >"$tap" 2>"$dir/busted.err"
+  # timeout(1) signals its whole process group, so the test servers go too.
+  # LUWS_LUA: the interpreter specs use for child processes (spec/shim_spec.lua).
+  LUWS_LUA="$lua" LUWS_CPATH="$ROOT/$dir/lua/?.so" timeout -k 10 "$TIMEOUT" \
+    "$lua" "$BUSTED" -o TAP $BUSTED_ARGS >"$tap" 2>"$dir/busted.err"
   rc=$?
   pass=$(grep -c '^ok ' "$tap")
   fail=$(grep -c '^not ok ' "$tap")
   note=""
-  if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    fail=$((fail + 1))
+    note=" (busted did not finish within $TIMEOUT s)"
+  elif [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
     # busted itself broke (the helper failed to load, a spec file did not compile, ...).
     fail=1
     note=" (busted exited with $rc)"

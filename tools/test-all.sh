@@ -12,10 +12,11 @@ for s in "${stages[@]}"; do
   start=$(date +%s)
   make --no-print-directory "$s" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  line=$(grep -E '^[^0-9]*[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
-  if [ -n "$line" ]; then
-    p=$(echo "$line" | sed -E 's/^[^0-9]*([0-9]+) passed, ([0-9]+) failed.*/\1/')
-    f=$(echo "$line" | sed -E 's/^[^0-9]*([0-9]+) passed, ([0-9]+) failed.*/\2/')
+  # Sum every "N passed, N failed" (busted, autobahn) or "N passed; N failed" (cargo) line.
+  counts=$(grep -oE '(^|[^0-9])[0-9]+ passed[,;] [0-9]+ failed' "$log" | sed -E 's/^[^0-9]*([0-9]+) passed[,;] ([0-9]+) failed/\1 \2/' \
+    | awk '{p+=$1; f+=$2; n++} END {if (n) print p, f}')
+  if [ -n "$counts" ]; then
+    p=${counts% *}; f=${counts#* }
   else
     p=$(( rc == 0 ? 1 : 0 )); f=$(( rc == 0 ? 0 : 1 ))
   fi

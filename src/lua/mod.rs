@@ -6,6 +6,7 @@ mod conn;
 mod log;
 mod luws_api;
 mod options;
+mod vera_api;
 mod wait;
 
 use mlua::{Lua, Result, Table};
@@ -22,6 +23,7 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     t.set("tls_backend", crate::tls::BACKEND)?;
     t.set("debug_mode", false)?;
     luws_api::register(lua, &t)?;
+    vera_api::register(lua, &t)?;
     t.set("wait", lua.create_function(wait::wait)?)?;
     Ok(t)
 }

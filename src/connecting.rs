@@ -1,0 +1,320 @@
+//! Opening a connection without ever blocking (the verawebsockets `connect`): name resolution
+//! on a helper thread, a non-blocking TCP connect, TLS stepped through its mid-handshake state,
+//! and the upgrade written and read as the socket allows. The owner calls `advance` whenever
+//! `interest` says the socket is ready (or a deadline passes).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::error::{Error, UpgradeFailure, io_words};
+use crate::handshake::{self, Request, Verdict};
+use crate::open::OpenSpec;
+use crate::session::Session;
+use crate::stream::{NoBlock, Transport};
+use crate::sys::Interest;
+use crate::tcp;
+use crate::tls::{Connector, Handshake, MidHandshake};
+
+/// Where the opening stands.
+enum Stage {
+    /// A helper thread resolves the name; it writes a byte to `wake` when done.
+    Resolving {
+        answer: mpsc::Receiver<Result<Vec<SocketAddr>, String>>,
+        wake: UnixStream,
+    },
+    /// A TCP connect is in flight; `rest` are the addresses to try next.
+    Tcp {
+        sock: Socket,
+        rest: Vec<SocketAddr>,
+    },
+    Tls(MidHandshake),
+    /// Writing the request (`sent` bytes so far), then reading the response into `buf`.
+    Upgrade {
+        transport: Transport,
+        req: Request,
+        sent: usize,
+        buf: Vec<u8>,
+    },
+    /// Finished or failed; nothing more to do.
+    Over,
+}
+
+/// A connection being opened.
+pub struct Connecting {
+    spec: OpenSpec,
+    stage: Stage,
+    connect_deadline: Instant,
+    handshake_deadline: Option<Instant>,
+}
+
+/// What `advance` achieved.
+pub enum Progress {
+    Pending,
+    Ready(Session),
+}
+
+impl Connecting {
+    /// Starts opening; returns at once.
+    pub fn start(spec: OpenSpec) -> Connecting {
+        let connect_deadline = Instant::now() + spec.connect_timeout;
+        let (tx, answer) = mpsc::channel();
+        let stage = match UnixStream::pair() {
+            Ok((wake, mut signal)) => {
+                let (host, port) = (spec.endpoint.host.clone(), spec.endpoint.port);
+                let _ = wake.set_nonblocking(true);
+                // The thread never touches Lua; if the opening is abandoned it just finds the
+                // channel closed. The library is kept resident, so it can outlive the state.
+                let mut resolve = move || {
+                    let _ = tx.send(tcp::resolve(&host, port));
+                    let _ = signal.write_all(&[1]);
+                };
+                if spec.endpoint.host.parse::<std::net::IpAddr>().is_ok() {
+                    resolve(); // an IP literal needs no resolver thread
+                    Stage::Resolving { answer, wake }
+                } else {
+                    match std::thread::Builder::new()
+                        .name("luws-resolve".into())
+                        .spawn(resolve)
+                    {
+                        Ok(_) => Stage::Resolving { answer, wake },
+                        Err(_) => Stage::Over,
+                    }
+                }
+            }
+            Err(_) => Stage::Over,
+        };
+        Connecting {
+            spec,
+            stage,
+            connect_deadline,
+            handshake_deadline: None,
+        }
+    }
+
+    /// The descriptor and readiness to wait for, if any.
+    pub fn interest(&self) -> Option<(RawFd, Interest)> {
+        match &self.stage {
+            Stage::Resolving { wake, .. } => Some((wake.as_raw_fd(), Interest::Read)),
+            Stage::Tcp { sock, .. } => Some((sock.as_raw_fd(), Interest::Write)),
+            Stage::Tls(mid) => Some((mid.tcp().as_raw_fd(), Interest::Read)),
+            Stage::Upgrade {
+                transport,
+                req,
+                sent,
+                ..
+            } => Some((
+                transport.raw_fd(),
+                if *sent < req.bytes.len() {
+                    Interest::Write
+                } else {
+                    Interest::Read
+                },
+            )),
+            Stage::Over => None,
+        }
+    }
+
+    /// When the current step times out.
+    pub fn deadline(&self) -> Instant {
+        self.handshake_deadline.unwrap_or(self.connect_deadline)
+    }
+
+    /// Makes all the progress possible without blocking.
+    pub fn advance(&mut self) -> Result<Progress, Error> {
+        let r = self.step_all();
+        if r.is_err() {
+            self.stage = Stage::Over;
+        }
+        r
+    }
+
+    fn step_all(&mut self) -> Result<Progress, Error> {
+        loop {
+            let now = Instant::now();
+            let stage = std::mem::replace(&mut self.stage, Stage::Over);
+            let next = match stage {
+                Stage::Resolving { answer, wake } => match answer.try_recv() {
+                    Ok(Ok(addrs)) => self.connect_next(addrs)?,
+                    Ok(Err(reason)) => return Err(self.connect_error(reason)),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        if now >= self.connect_deadline {
+                            return Err(self.connect_error("timeout".into()));
+                        }
+                        self.stage = Stage::Resolving { answer, wake };
+                        return Ok(Progress::Pending);
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        return Err(self.connect_error(tcp::HOST_NOT_FOUND.into()));
+                    }
+                },
+                Stage::Tcp { sock, rest } => {
+                    if let Some(e) = sock.take_error().ok().flatten() {
+                        self.retry_or_fail(rest, io_words(&e))?
+                    } else if sock.peer_addr().is_ok() {
+                        self.connected(TcpStream::from(sock))?
+                    } else if now >= self.connect_deadline {
+                        return Err(self.connect_error("timeout".into()));
+                    } else {
+                        self.stage = Stage::Tcp { sock, rest };
+                        return Ok(Progress::Pending);
+                    }
+                }
+                Stage::Tls(mid) => {
+                    if now >= self.connect_deadline {
+                        return Err(Error::Tls("timeout".into()));
+                    }
+                    match mid.resume().map_err(Error::Tls)? {
+                        Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s)))?,
+                        Handshake::Pending(mid) => {
+                            self.stage = Stage::Tls(mid);
+                            return Ok(Progress::Pending);
+                        }
+                    }
+                }
+                Stage::Upgrade {
+                    transport,
+                    req,
+                    sent,
+                    buf,
+                } => return self.step_upgrade(transport, req, sent, buf),
+                Stage::Over => return Err(self.connect_error("resolver unavailable".into())),
+            };
+            self.stage = next;
+        }
+    }
+
+    fn connect_error(&self, reason: String) -> Error {
+        Error::Connect {
+            host: self.spec.endpoint.host.clone(),
+            port: self.spec.endpoint.port,
+            reason,
+        }
+    }
+
+    /// Starts a non-blocking connect to the first address that does not fail at once.
+    fn connect_next(&mut self, mut addrs: Vec<SocketAddr>) -> Result<Stage, Error> {
+        addrs.reverse();
+        let mut last = String::from("connection refused");
+        while let Some(addr) = addrs.pop() {
+            let sock = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
+                Ok(s) => s,
+                Err(e) => {
+                    last = io_words(&e);
+                    continue;
+                }
+            };
+            if let Err(e) = sock.set_nonblocking(true) {
+                last = io_words(&e);
+                continue;
+            }
+            match sock.connect(&addr.into()) {
+                Ok(()) => return self.connected(TcpStream::from(sock)),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINPROGRESS)
+                        || e.kind() == io::ErrorKind::WouldBlock =>
+                {
+                    addrs.reverse();
+                    return Ok(Stage::Tcp { sock, rest: addrs });
+                }
+                Err(e) => last = io_words(&e),
+            }
+        }
+        Err(self.connect_error(last))
+    }
+
+    fn retry_or_fail(&mut self, rest: Vec<SocketAddr>, reason: String) -> Result<Stage, Error> {
+        if rest.is_empty() {
+            Err(self.connect_error(reason))
+        } else {
+            self.connect_next(rest)
+        }
+    }
+
+    fn connected(&mut self, tcp: TcpStream) -> Result<Stage, Error> {
+        tcp::tune(&tcp);
+        if !self.spec.endpoint.secure {
+            return self.upgrade(Transport::Plain(tcp));
+        }
+        let connector = Connector::new(&self.spec.tls).map_err(Error::Tls)?;
+        match connector
+            .start(&self.spec.endpoint.host, tcp)
+            .map_err(Error::Tls)?
+        {
+            Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s))),
+            Handshake::Pending(mid) => Ok(Stage::Tls(mid)),
+        }
+    }
+
+    fn upgrade(&mut self, transport: Transport) -> Result<Stage, Error> {
+        self.handshake_deadline = Some(Instant::now() + self.spec.handshake_timeout);
+        let req = handshake::build_request(&self.spec.endpoint, &self.spec.headers)
+            .map_err(|e| Error::Upgrade(UpgradeFailure::Io(io_words(&e))))?;
+        Ok(Stage::Upgrade {
+            transport,
+            req,
+            sent: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    fn step_upgrade(
+        &mut self,
+        mut transport: Transport,
+        req: Request,
+        mut sent: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Progress, Error> {
+        let fail = |f: UpgradeFailure| Error::Upgrade(f);
+        let io_fail = |e: io::Error| match io_words(&e).as_str() {
+            "closed" => fail(UpgradeFailure::Closed),
+            w => fail(UpgradeFailure::Io(w.to_string())),
+        };
+        while sent < req.bytes.len() {
+            match transport
+                .write(&req.bytes[sent..])
+                .no_block()
+                .map_err(io_fail)?
+            {
+                Some(n) => sent += n,
+                None => break,
+            }
+        }
+        if sent == req.bytes.len() {
+            let _ = transport.flush();
+            let mut chunk = [0u8; 1024];
+            loop {
+                match transport.read(&mut chunk).no_block().map_err(io_fail)? {
+                    Some(0) => return Err(fail(UpgradeFailure::Closed)),
+                    Some(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Verdict::Upgraded { header_len } =
+                            handshake::judge(&buf, &req).map_err(fail)?
+                        {
+                            let leftover = buf.split_off(header_len);
+                            let session =
+                                Session::new(transport, leftover, self.spec.session.clone());
+                            return Ok(Progress::Ready(session));
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        if Instant::now() >= self.deadline() {
+            return Err(fail(UpgradeFailure::Timeout));
+        }
+        self.stage = Stage::Upgrade {
+            transport,
+            req,
+            sent,
+            buf,
+        };
+        Ok(Progress::Pending)
+    }
+}
