@@ -33,7 +33,7 @@ enum Stage {
         sock: Socket,
         rest: Vec<SocketAddr>,
     },
-    Tls(MidHandshake),
+    Tls(Box<MidHandshake>),
     /// Writing the request (`sent` bytes so far), then reading the response into `buf`.
     Upgrade {
         transport: Transport,
@@ -56,7 +56,7 @@ pub struct Connecting {
 /// What `advance` achieved.
 pub enum Progress {
     Pending,
-    Ready(Session),
+    Ready(Box<Session>),
 }
 
 impl Connecting {
@@ -172,7 +172,7 @@ impl Connecting {
                     match mid.resume().map_err(Error::Tls)? {
                         Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s)))?,
                         Handshake::Pending(mid) => {
-                            self.stage = Stage::Tls(mid);
+                            self.stage = Stage::Tls(Box::new(mid));
                             return Ok(Progress::Pending);
                         }
                     }
@@ -247,7 +247,7 @@ impl Connecting {
             .map_err(Error::Tls)?
         {
             Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s))),
-            Handshake::Pending(mid) => Ok(Stage::Tls(mid)),
+            Handshake::Pending(mid) => Ok(Stage::Tls(Box::new(mid))),
         }
     }
 
@@ -299,7 +299,7 @@ impl Connecting {
                             let leftover = buf.split_off(header_len);
                             let session =
                                 Session::new(transport, leftover, self.spec.session.clone());
-                            return Ok(Progress::Ready(session));
+                            return Ok(Progress::Ready(Box::new(session)));
                         }
                     }
                     None => break,

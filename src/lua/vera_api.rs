@@ -301,6 +301,8 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
 /// `set_log_level(levels)`: the lws bitmask, or "all" / "none".
 fn set_log_level(_: &Lua, v: Value) -> mlua::Result<()> {
     let mask = match &v {
+        // lua_Integer is 32-bit on 32-bit targets (Vera), 64-bit elsewhere.
+        #[allow(clippy::unnecessary_cast)]
         Value::Integer(i) => *i as i64,
         Value::Number(n) if n.fract() == 0.0 => *n as i64,
         Value::String(s) => match s.to_string_lossy().trim() {
@@ -385,7 +387,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 return Ok(());
             }
             Ok(Progress::Ready(s)) => {
-                *this.state.borrow_mut() = State::Open(Box::new(s));
+                *this.state.borrow_mut() = State::Open(s);
                 log::lws(lua, log::NOTICE, &format!("established {}", this.url));
                 fire(lua, ud, EV_ESTABLISHED, args(lua, vec![me.clone()]));
             }
