@@ -297,8 +297,11 @@ impl Connecting {
                             handshake::judge(&buf, &req).map_err(fail)?
                         {
                             let leftover = buf.split_off(header_len);
-                            let session =
+                            let mut session =
                                 Session::new(transport, leftover, self.spec.session.clone());
+                            if let Some(t) = &self.spec.notify {
+                                session.start_notifier(t.clone()).map_err(io_fail)?;
+                            }
                             return Ok(Progress::Ready(Box::new(session)));
                         }
                     }

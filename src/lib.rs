@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod handshake;
 pub mod lws_reason;
+pub mod notify;
 pub mod open;
 pub mod session;
 pub mod stream;
@@ -34,6 +35,7 @@ mod lua;
 #[cfg(all(feature = "module", not(test)))]
 #[mlua::lua_module(name = "luws")]
 fn luws(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    sys::keep_resident();
     lua::exports(lua)
 }
 

@@ -23,6 +23,8 @@ pub struct OpenSpec {
     /// Bounds the HTTP upgrade (LuWS: 5 s).
     pub handshake_timeout: Duration,
     pub session: SessionConfig,
+    /// Luup notification on data arrival (the `notify` option).
+    pub notify: Option<crate::notify::NotifyTarget>,
 }
 
 impl OpenSpec {
@@ -34,6 +36,7 @@ impl OpenSpec {
             connect_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(5),
             session: SessionConfig::default(),
+            notify: None,
         }
     }
 }
@@ -65,7 +68,11 @@ pub fn open_blocking(spec: &OpenSpec, tcp: Option<TcpStream>) -> Result<Session,
     tcp.set_read_timeout(None).map_err(io_fail)?;
     tcp.set_write_timeout(None).map_err(io_fail)?;
     tcp.set_nonblocking(true).map_err(io_fail)?;
-    Ok(Session::new(transport, leftover, spec.session.clone()))
+    let mut session = Session::new(transport, leftover, spec.session.clone());
+    if let Some(t) = &spec.notify {
+        session.start_notifier(t.clone()).map_err(io_fail)?;
+    }
+    Ok(session)
 }
 
 /// Socket timeouts cannot be zero; an expired deadline is reported by the caller instead.

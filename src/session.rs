@@ -122,6 +122,8 @@ pub enum Outgoing {
 
 /// One open (or formerly open) WebSocket connection.
 pub struct Session {
+    /// The Luup notification watcher, if any; stopped before the socket closes.
+    notifier: Option<crate::notify::Notifier>,
     link: Link,
     config: SessionConfig,
     /// When the last frame of any kind arrived.
@@ -149,6 +151,7 @@ impl Session {
         );
         let now = Instant::now();
         Session {
+            notifier: None,
             link: Link::Open(Box::new(ws)),
             config,
             last_frame: now,
@@ -213,6 +216,23 @@ impl Session {
         at.duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
+    }
+
+    /// Starts the Luup notification watcher on this connection's socket.
+    pub fn start_notifier(&mut self, target: crate::notify::NotifyTarget) -> io::Result<()> {
+        let fd = self.raw_fd();
+        if fd < 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        self.notifier = Some(crate::notify::Notifier::spawn(fd, target)?);
+        Ok(())
+    }
+
+    /// Ends a receive call: the notifier may report the next arrival.
+    pub fn receive_done(&self) {
+        if let Some(n) = &self.notifier {
+            n.rearm();
+        }
     }
 
     /// Starts a receive call: resets the read budget. Returns false when closed.
@@ -388,6 +408,9 @@ impl Session {
     }
 
     fn drop_socket(&mut self, why: Ending) {
+        if let Some(mut n) = self.notifier.take() {
+            n.stop();
+        }
         self.link = Link::Closed(why);
         self.maybe_buffered = false;
         self.pending_out = false;
@@ -514,6 +537,9 @@ impl Drop for Session {
     /// A connection dropped without `close` (garbage collection) still says goodbye: one
     /// non-blocking attempt to send Close 1001, then the socket closes.
     fn drop(&mut self) {
+        if let Some(mut n) = self.notifier.take() {
+            n.stop();
+        }
         if let Link::Open(ws) = &mut self.link {
             let _ = ws.close(Some(CloseFrame {
                 code: CloseCode::Away,

@@ -90,3 +90,21 @@ pub fn is_socket(fd: RawFd) -> bool {
         libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
     }
 }
+
+/// Keeps this shared library loaded for the life of the process. A Lua host unloads C modules
+/// when its state closes; a luws thread still finishing (a resolver, a notifier) would then run
+/// unmapped code. Best effort: where the loader cannot do it, nothing changes.
+pub fn keep_resident() {
+    // SAFETY: dladdr only reads the loader's tables for an address inside this library;
+    // dlopen with RTLD_NOLOAD takes one more reference to the already loaded file.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let here = keep_resident as *const libc::c_void;
+        if libc::dladdr(here, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+        }
+    }
+}

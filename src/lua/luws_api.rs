@@ -264,6 +264,14 @@ pub fn send(
 /// `wsreceive(conn)` -> `more, nbytes` | `nil, err`. Dispatches every complete message to the
 /// handler; no borrow of the session is held while Lua code runs.
 pub fn receive(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
+    let r = receive_events(lua, ud);
+    if let Ok(conn) = ud.borrow::<Conn>() {
+        conn.session.borrow().receive_done();
+    }
+    r
+}
+
+fn receive_events(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
     let conn = ud.borrow::<Conn>()?;
     let began_open = conn.session.borrow_mut().begin_receive();
     let mut handlers: Option<Handlers> = None;

@@ -208,6 +208,8 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
         }
     }
 
+    spec.notify = notify(t)?;
+
     let handler_args = match t.get::<Value>("handler_args")? {
         Value::Nil => None,
         Value::Table(a) => Some(a),
@@ -243,4 +245,52 @@ pub fn fill_defaults(t: &Table, spec: &OpenSpec) -> mlua::Result<()> {
     set("max_payload_size", Value::Number(s.max_payload_size as f64))?;
     set("use_masking", Value::Boolean(true))?;
     Ok(())
+}
+
+/// `notify = { device = N, service = "...", action = "HandleReceive", host =, port =, pid = }`.
+fn notify(t: &Table) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
+    static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = match t.get::<Value>("notify")? {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        Value::Table(n) => n,
+        other => {
+            return Err(bad(
+                "notify",
+                format!("table expected, got {}", super::args::type_name(&other)),
+            ));
+        }
+    };
+    let device = match number(&n, "device")? {
+        Some(d) if d >= 0.0 && d.fract() == 0.0 => d as i64,
+        _ => return Err(bad("notify", "device (a Luup device number) expected")),
+    };
+    let service =
+        string(&n, "service")?.ok_or_else(|| bad("notify", "service (a serviceId) expected"))?;
+    let action = string(&n, "action")?.unwrap_or_else(|| "HandleReceive".into());
+    let host = string(&n, "host")?.unwrap_or_else(|| "127.0.0.1".into());
+    let port = size(&n, "port", 1.0, 65535.0)?.unwrap_or(3480) as u16;
+    let pid = match n.get::<Value>("pid")? {
+        Value::Nil => NEXT_PID
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+        Value::String(s) => s.to_string_lossy(),
+        v @ (Value::Integer(_) | Value::Number(_)) => v.to_string()?,
+        other => {
+            return Err(bad(
+                "notify",
+                format!(
+                    "pid: string expected, got {}",
+                    super::args::type_name(&other)
+                ),
+            ));
+        }
+    };
+    Ok(Some(crate::notify::NotifyTarget {
+        host,
+        port,
+        device,
+        service,
+        action,
+        pid,
+    }))
 }

@@ -51,7 +51,7 @@ pub struct VeraSocket {
 }
 
 impl VeraSocket {
-    fn fd_and_interest(&self) -> Option<(i32, Interest, bool, Option<Instant>)> {
+    pub(super) fn fd_and_interest(&self) -> Option<(i32, Interest, bool, Option<Instant>)> {
         match &*self.state.borrow() {
             State::Connecting(c) => c
                 .interest()
@@ -469,7 +469,12 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 return Ok(());
             }
             Event::Control { .. } => {}
-            Event::Idle | Event::Paused => return Ok(()),
+            Event::Idle | Event::Paused => {
+                if let State::Open(s) | State::Closing(s, _) = &*this.state.borrow() {
+                    s.receive_done();
+                }
+                return Ok(());
+            }
         }
     }
 }

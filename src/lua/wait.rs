@@ -7,7 +7,8 @@ use mlua::{AnyUserData, Lua, Table, Value};
 
 use super::args::{bad, expected};
 use super::conn::Conn;
-use crate::sys;
+use super::vera_api::VeraSocket;
+use crate::sys::{self, Interest};
 
 pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
     let list = match list {
@@ -35,7 +36,7 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
     let mut wake: Option<Instant> = limit.map(|l| now + l);
     for v in list.sequence_values::<Value>() {
         let ud = match v? {
-            Value::UserData(ud) if ud.is::<Conn>() => ud,
+            Value::UserData(ud) if ud.is::<Conn>() || ud.is::<VeraSocket>() => ud,
             other => {
                 return Err(expected(
                     1,
@@ -45,22 +46,18 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
                 ));
             }
         };
-        {
-            let c = ud.borrow::<Conn>()?;
-            let s = c.session.borrow();
-            let fd = s.raw_fd();
+        if let Some((fd, interest, dirty, due)) = poll_info(&ud)? {
+            if dirty || due.is_some_and(|d| d <= now) {
+                ready.push(conns.len());
+            }
+            if let Some(d) = due {
+                wake = Some(wake.map_or(d, |w| w.min(d)));
+            }
             if fd >= 0 {
-                let due = s.next_deadline();
-                if s.dirty() || due.is_some_and(|d| d <= now) {
-                    ready.push(conns.len());
-                }
-                if let Some(d) = due {
-                    wake = Some(wake.map_or(d, |w| w.min(d)));
-                }
-                let mut events = libc::POLLIN;
-                if s.wants_write() {
-                    events |= libc::POLLOUT;
-                }
+                let events = match interest {
+                    Interest::Read => libc::POLLIN,
+                    Interest::Write => libc::POLLIN | libc::POLLOUT,
+                };
                 fds.push(libc::pollfd {
                     fd,
                     events,
@@ -86,11 +83,9 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
         if ready.contains(&i) {
             continue;
         }
-        let due = {
-            let c = conns[i].borrow::<Conn>()?;
-            let s = c.session.borrow();
-            s.next_deadline().is_some_and(|d| d <= after)
-        };
+        let due = poll_info(&conns[i])?
+            .and_then(|(.., d)| d)
+            .is_some_and(|d| d <= after);
         if p.revents != 0 || due {
             ready.push(i);
         }
@@ -101,4 +96,23 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
         out.raw_push(conns[i].clone())?;
     }
     Ok(out)
+}
+
+/// What to poll for a connection of either API: descriptor, readiness, data already buffered,
+/// and when a timer is due.
+fn poll_info(ud: &AnyUserData) -> mlua::Result<Option<(i32, Interest, bool, Option<Instant>)>> {
+    if let Ok(c) = ud.borrow::<Conn>() {
+        let s = c.session.borrow();
+        let fd = s.raw_fd();
+        if fd < 0 {
+            return Ok(None);
+        }
+        let interest = if s.wants_write() {
+            Interest::Write
+        } else {
+            Interest::Read
+        };
+        return Ok(Some((fd, interest, s.dirty(), s.next_deadline())));
+    }
+    Ok(ud.borrow::<VeraSocket>()?.fd_and_interest())
 }
