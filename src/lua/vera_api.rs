@@ -13,6 +13,7 @@ use mlua::{
 };
 
 use super::args::{expected, opt_table};
+use super::wait::PollInfo;
 use super::{log, options};
 use crate::connecting::{Connecting, Progress};
 use crate::endpoint::Endpoint;
@@ -71,9 +72,19 @@ impl VeraSocket {
                 } else {
                     Interest::Read
                 };
-                (fd >= 0).then_some((fd, interest, s.dirty(), due))
+                (fd >= 0).then_some(PollInfo {
+                    fd,
+                    interest,
+                    dirty: s.dirty(),
+                    due,
+                })
             }
-            State::Doomed(_) => Some((-1, Interest::Read, true, None)),
+            State::Doomed(_) => Some(PollInfo {
+                fd: -1,
+                interest: Interest::Read,
+                dirty: true,
+                due: None,
+            }),
             _ => None,
         }
     }
@@ -95,10 +106,10 @@ impl UserData for VeraSocket {
             close(lua, Value::UserData(ud))
         });
         m.add_method("getfd", |_, this, ()| {
-            Ok(this.fd_and_interest().map_or(-1, |(fd, ..)| fd))
+            Ok(this.fd_and_interest().map_or(-1, |p| p.fd))
         });
         m.add_method("dirty", |_, this, ()| {
-            Ok(this.fd_and_interest().is_some_and(|(_, _, dirty, _)| dirty))
+            Ok(this.fd_and_interest().is_some_and(|p| p.dirty))
         });
     }
 }
@@ -518,7 +529,13 @@ fn run_loop(lua: &Lua) -> mlua::Result<()> {
         let mut wake: Option<Instant> = None;
         let mut now_ready = false;
         for o in &objs {
-            if let Some((fd, interest, dirty, due)) = o.borrow::<VeraSocket>()?.fd_and_interest() {
+            if let Some(PollInfo {
+                fd,
+                interest,
+                dirty,
+                due,
+            }) = o.borrow::<VeraSocket>()?.fd_and_interest()
+            {
                 now_ready |= dirty;
                 if let Some(d) = due {
                     wake = Some(wake.map_or(d, |w| w.min(d)));

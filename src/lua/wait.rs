@@ -46,7 +46,13 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
                 ));
             }
         };
-        if let Some((fd, interest, dirty, due)) = poll_info(&ud)? {
+        if let Some(PollInfo {
+            fd,
+            interest,
+            dirty,
+            due,
+        }) = poll_info(&ud)?
+        {
             if dirty || due.is_some_and(|d| d <= now) {
                 ready.push(conns.len());
             }
@@ -100,7 +106,7 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
 
 /// What to poll for a connection of either API: descriptor, readiness, data already buffered,
 /// and when a timer is due.
-fn poll_info(ud: &AnyUserData) -> mlua::Result<Option<(i32, Interest, bool, Option<Instant>)>> {
+fn poll_info(ud: &AnyUserData) -> mlua::Result<Option<PollInfo>> {
     if let Ok(c) = ud.borrow::<Conn>() {
         let s = c.session.borrow();
         let fd = s.raw_fd();
@@ -112,7 +118,23 @@ fn poll_info(ud: &AnyUserData) -> mlua::Result<Option<(i32, Interest, bool, Opti
         } else {
             Interest::Read
         };
-        return Ok(Some((fd, interest, s.dirty(), s.next_deadline())));
+        return Ok(Some(PollInfo {
+            fd,
+            interest,
+            dirty: s.dirty(),
+            due: s.next_deadline(),
+        }));
     }
     Ok(ud.borrow::<VeraSocket>()?.fd_and_interest())
+}
+
+/// What to wait for on one connection.
+pub(super) struct PollInfo {
+    /// The descriptor, or -1 when there is none to poll (work is due anyway).
+    pub fd: i32,
+    pub interest: Interest,
+    /// Data is already buffered where poll(2) cannot see it.
+    pub dirty: bool,
+    /// When a timer needs a call.
+    pub due: Option<Instant>,
 }
