@@ -79,6 +79,14 @@ function H.open_fds()
   return n - 1 -- the listing's own pipe
 end
 
+--- What descriptor `fd` of this process refers to ("socket:[1234]"), or nil when it is closed.
+function H.fd_target(fd)
+  local p = io.popen("readlink /proc/" .. H.pid() .. "/fd/" .. tostring(fd) .. " 2>/dev/null")
+  local t = p:read("*l")
+  p:close()
+  return t
+end
+
 function H.pid()
   if not H._pid then
     local f = io.open("/proc/self/stat")

@@ -52,11 +52,14 @@ pub struct VeraSocket {
 }
 
 impl VeraSocket {
-    pub(super) fn fd_and_interest(&self) -> Option<(i32, Interest, bool, Option<Instant>)> {
+    pub(super) fn fd_and_interest(&self) -> Option<PollInfo> {
         match &*self.state.borrow() {
-            State::Connecting(c) => c
-                .interest()
-                .map(|(fd, i)| (fd, i, false, Some(c.deadline()))),
+            State::Connecting(c) => c.interest().map(|(fd, interest)| PollInfo {
+                fd,
+                interest,
+                dirty: false,
+                due: Some(c.deadline()),
+            }),
             State::Open(s) | State::Closing(s, _) => {
                 let fd = s.raw_fd();
                 let closing = match &*self.state.borrow() {

@@ -90,7 +90,7 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
             continue;
         }
         let due = poll_info(&conns[i])?
-            .and_then(|(.., d)| d)
+            .and_then(|p| p.due)
             .is_some_and(|d| d <= after);
         if p.revents != 0 || due {
             ready.push(i);
