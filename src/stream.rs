@@ -68,6 +68,10 @@ pub struct Stream {
     read_in_call: usize,
     /// The last WouldBlock came from the budget, not the socket: data may be waiting.
     paused: bool,
+    /// A plain TCP read in this call returned less than asked: the kernel queue was empty, so
+    /// another read would only say EAGAIN. Saves that system call (and tungstenite's buffer
+    /// zeroing) at the end of every active receive. Not for TLS, which reads record by record.
+    drained: bool,
 }
 
 impl Stream {
@@ -77,6 +81,7 @@ impl Stream {
             budget: usize::MAX,
             read_in_call: 0,
             paused: false,
+            drained: false,
         }
     }
 
@@ -85,6 +90,7 @@ impl Stream {
         self.budget = budget;
         self.read_in_call = 0;
         self.paused = false;
+        self.drained = false;
     }
 
     pub fn read_in_call(&self) -> usize {
@@ -111,10 +117,16 @@ impl Read for Stream {
             self.paused = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
+        if self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let want = buf.len().min(self.budget);
         let n = self.transport.read(&mut buf[..want])?;
         self.budget -= n;
         self.read_in_call += n;
+        if n > 0 && n < want && matches!(self.transport, Transport::Plain(_)) {
+            self.drained = true;
+        }
         Ok(n)
     }
 }

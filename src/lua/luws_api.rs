@@ -283,6 +283,12 @@ fn receive_events(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
             nbytes = nbytes.max(s.bytes_read());
             ev
         };
+        // Idle and budget stops need no handler: skip the user-value lookups (the idle path).
+        match event {
+            Event::Idle => return (false, nbytes).into_lua_multi(lua),
+            Event::Paused => return (true, nbytes).into_lua_multi(lua),
+            _ => {}
+        }
         let h = match &handlers {
             Some(h) => h,
             None => handlers.insert(conn::handlers(ud)?),
