@@ -586,6 +586,30 @@ def _bad_switch(**kw):
     return run
 
 
+def b_raw(c, hdrs, head):
+    """/raw?hex=...: a correct 101, then exactly these bytes, then the echo loop (so the
+    client's Close is recorded)."""
+    switch(c, hdrs)
+    try:
+        data = bytes.fromhex(c.query.get("hex", ""))
+    except ValueError:
+        data = b""
+    c.send(data)
+    c.session()
+
+
+def b_rawhs(c, hdrs, head):
+    """/rawhs?text=...&pad=N: this handshake response verbatim ({ACCEPT} becomes the right key,
+    {PAD} N bytes of filler),
+    then the socket is held until the client goes."""
+    text = c.query.get("text", "").replace("{ACCEPT}", accept_key(hdrs.get("sec-websocket-key", "")))
+    text = text.replace("{PAD}", "a" * qint(c, "pad", 0))
+    c.send(text.encode("latin-1", "replace"))
+    kind = c.wait_gone(WAIT)
+    if kind != "timeout":
+        c.ev(kind)
+
+
 def b_garbage(c, hdrs, head):
     c.send(b"hello\r\n\r\n")
     c.finish()
@@ -836,6 +860,8 @@ BEHAVIOURS = {
     "/noupgrade": _bad_switch(upgrade=None),
     "/notws": _bad_switch(upgrade="h2c"),
     "/garbage": b_garbage,
+    "/raw": b_raw,
+    "/rawhs": b_rawhs,
     "/eof": b_eof,
     "/masked": _send_then_session(lambda: make_frame(OP_TEXT, "hi", mask=True)),
     "/reset": b_reset,
