@@ -24,10 +24,12 @@ deps:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(CURDIR)/target/vendored cargo clippy --all-targets --no-default-features --features lua51,vendored,tls-native -- -D warnings
 	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo clippy --all-targets --no-default-features --features $(RUSTLS_FEATURES) -- -D warnings
 
 unit:
 	cargo test
+	CARGO_TARGET_DIR=$(CURDIR)/target/vendored cargo test --no-default-features --features lua51,vendored,tls-native
 	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo test --no-default-features --features $(RUSTLS_FEATURES)
 
 module:

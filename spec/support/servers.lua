@@ -2,7 +2,7 @@
 -- Lua 5.1-5.4 and LuaJIT; needs LuaSocket and, for TLS, the `openssl` CLI.
 --
 --   local servers = require "spec.support.servers"
---   local s = servers.start("bad")            -- or "echo"; opts below
+--   local s = servers.start("bad")            -- or "echo", "luup", "sockproxy"; opts below
 --   s.port, s.pid, s.url("/echo?id=x")        -- also s:url(path)
 --   s:log(id, wait_prefix, timeout) -> { "open", "text 5 hello", ... }
 --   s:count(wait_for, timeout) -> open TCP connections on the server
@@ -12,6 +12,10 @@
 --       stall = true       (bad + tls: accept TCP, never finish the TLS handshake)
 --       client_ca = true   (bad + tls: ask for an optional client certificate;
 --                           the log then records "client-cert <CN>|none")
+--       hold = <s>         (luup: seconds an answered connection is held open; 90)
+--       refuse = true      (sockproxy: answer every CONN with ERR CONN)
+-- "luup" is spec/servers/fake_luup.py (query it over HTTP: GET /requests, /open);
+-- "sockproxy" is spec/servers/sockproxy_relay.py (its XLOG command reports a session).
 
 local socket = require "socket"
 
@@ -240,10 +244,19 @@ function M.start(kind, opts)
     script = "bad_server.py"
   elseif kind == "echo" then
     script = "echo_server.py"
+  elseif kind == "luup" then
+    script = "fake_luup.py"
+  elseif kind == "sockproxy" then
+    script = "sockproxy_relay.py"
   else
-    error("unknown server kind " .. tostring(kind) .. " (bad|echo)", 2)
+    error("unknown server kind " .. tostring(kind) .. " (bad|echo|luup|sockproxy)", 2)
   end
   local args = ""
+  if (kind == "luup" or kind == "sockproxy") and opts.tls then
+    error("tls is a bad/echo server option", 2)
+  end
+  if kind == "luup" and opts.hold then args = " --hold " .. tonumber(opts.hold) end
+  if kind == "sockproxy" and opts.refuse then args = " --refuse" end
   if opts.tls then
     local t = make_tls()
     if opts.tls == "ca" then
