@@ -151,6 +151,21 @@ describe("notify", function()
     luws.wsclose(conn)
   end)
 
+  it("notifies at once of a message that came in the same packet as the 101", function()
+    local pid = H.id()
+    local handler, got = H.recorder()
+    -- /rawhs sends this text verbatim in one write: the 101, then the text frame "hello".
+    local text = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+                 "Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n\129\5hello"
+    local conn = H.open(bad.url("/rawhs?text=" .. urlencode(text) .. "&id=" .. H.id()), handler, opts(pid))
+    assert.is_true(conn:dirty(), "the frame was read with the 101")
+    local reqs = requests(luup, "Pid=" .. pid, 1, 2)
+    assert.equal(1, #reqs)
+    assert.is_true(H.pump(conn, function() return #got >= 1 end))
+    assert.same({ { 1, "hello" } }, got)
+    luws.wsclose(conn)
+  end)
+
   it("reports the peer's reset even when not re-armed: one request for the data, one for the reset", function()
     local pid = H.id()
     local handler, got = H.recorder()

@@ -28,6 +28,28 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
+/// Resolves within `deadline`: getaddrinfo cannot be interrupted, so a name runs on a helper
+/// thread (which never touches Lua, and may finish after we stopped waiting).
+pub fn resolve_until(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+    if host.parse::<IpAddr>().is_ok() {
+        return resolve(host, port);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("luws-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(resolve(&name, port));
+        })
+        .map_err(|e| io_words(&e))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err("timeout".into()),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(HOST_NOT_FOUND.into()),
+    }
+}
+
 /// Connects to the first address that answers before `deadline`.
 pub fn connect(ep: &Endpoint, deadline: Instant) -> Result<TcpStream, Error> {
     let fail = |reason: String| Error::Connect {
@@ -35,7 +57,7 @@ pub fn connect(ep: &Endpoint, deadline: Instant) -> Result<TcpStream, Error> {
         port: ep.port,
         reason,
     };
-    let addrs = resolve(&ep.host, ep.port).map_err(fail)?;
+    let addrs = resolve_until(&ep.host, ep.port, deadline).map_err(fail)?;
     let mut last = String::from("timeout");
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -12,6 +12,8 @@ pub struct Conn {
     pub session: RefCell<Session>,
     /// `host:port`, for `tostring(conn)`.
     pub label: String,
+    /// How many `wsreceive` calls on this conn are running (handlers may call it again).
+    pub depth: std::cell::Cell<u8>,
 }
 
 /// The Lua values a connection dispatches to.
@@ -53,31 +55,58 @@ pub fn handlers(ud: &AnyUserData) -> mlua::Result<Handlers> {
     })
 }
 
+/// `self` of a method call, checked like any argument (`conn.send(42)` is misuse, not a crash).
+fn this(v: Value, func: &'static str) -> mlua::Result<AnyUserData> {
+    match v {
+        Value::UserData(ud) if ud.is::<Conn>() => Ok(ud),
+        other => Err(super::args::expected(1, func, "luws connection", &other)),
+    }
+}
+
 impl UserData for Conn {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("luws-websock[{}]", this.label))
         });
-        m.add_function(
-            "send",
-            |lua, (ud, op, data): (AnyUserData, Value, Value)| {
-                super::luws_api::send(lua, &ud, op, data, "send")
-            },
-        );
-        m.add_function("receive", |lua, ud: AnyUserData| {
-            super::luws_api::receive(lua, &ud)
+        m.add_function("send", |lua, (c, op, data): (Value, Value, Value)| {
+            super::luws_api::send(lua, &this(c, "send")?, op, data, "send")
         });
-        m.add_method("close", |_, this, ()| {
-            this.session.borrow_mut().close(1000);
+        m.add_function("receive", |lua, c: Value| {
+            super::luws_api::receive(lua, &this(c, "receive")?)
+        });
+        m.add_function("close", |_, c: Value| {
+            this(c, "close")?
+                .borrow::<Conn>()?
+                .session
+                .borrow_mut()
+                .close(1000);
             Ok(())
         });
-        m.add_method("lastping", |_, this, ()| {
-            Ok(this.session.borrow().last_frame_time())
+        m.add_function("lastping", |_, c: Value| {
+            Ok(this(c, "lastping")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .last_frame_time())
         });
         // LuaSocket's select() calls these: the descriptor to poll, and whether data already
         // waits in a buffer poll cannot see.
-        m.add_method("getfd", |_, this, ()| Ok(this.session.borrow().raw_fd()));
-        m.add_method("dirty", |_, this, ()| Ok(this.session.borrow().dirty()));
-        m.add_method("isopen", |_, this, ()| Ok(this.session.borrow().is_open()));
+        m.add_function("getfd", |_, c: Value| {
+            Ok(this(c, "getfd")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .raw_fd())
+        });
+        m.add_function("dirty", |_, c: Value| {
+            Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
+        });
+        m.add_function("isopen", |_, c: Value| {
+            Ok(this(c, "isopen")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .is_open())
+        });
     }
 }

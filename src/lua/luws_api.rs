@@ -72,7 +72,9 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     let url_text = match &url {
         Value::Nil => None,
         Value::String(s) => Some(s.to_string_lossy()),
-        Value::Integer(_) | Value::Number(_) => Some(url.to_string()?),
+        Value::Integer(_) | Value::Number(_) => {
+            Some(String::from_utf8_lossy(&lua_text(lua, url.clone())?).into_owned())
+        }
         other => return Err(expected(1, "wsopen", "string", other)),
     };
     let handler = args::function(2, "wsopen", handler)?;
@@ -116,6 +118,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     let ud = lua.create_userdata(Conn {
         session: RefCell::new(session),
         label: spec.endpoint.host_port(),
+        depth: std::cell::Cell::new(0),
     })?;
     conn::store_handlers(
         &ud,
@@ -203,11 +206,16 @@ fn opcode(v: &Value, func: &'static str) -> mlua::Result<u8> {
 }
 
 /// The bytes of `data`: a string, nil (empty), or an LTN12 source drained into one message.
-fn payload(data: Value, func: &'static str) -> mlua::Result<Result<Vec<u8>, SendFailure>> {
+fn payload(
+    lua: &Lua,
+    data: Value,
+    func: &'static str,
+) -> mlua::Result<Result<Vec<u8>, SendFailure>> {
     match data {
         Value::Nil => Ok(Ok(Vec::new())),
         Value::String(s) => Ok(Ok(s.as_bytes().to_vec())),
-        Value::Integer(_) | Value::Number(_) => Ok(Ok(data.to_string()?.into_bytes())),
+        // Numbers become text the way this Lua's tostring writes them.
+        Value::Integer(_) | Value::Number(_) => Ok(Ok(lua_text(lua, data)?)),
         Value::Function(src) => {
             let mut out = Vec::new();
             loop {
@@ -235,14 +243,14 @@ fn payload(data: Value, func: &'static str) -> mlua::Result<Result<Vec<u8>, Send
 
 /// `wssend(conn, opcode, data)` -> `true` | `false, err`.
 pub fn send(
-    _lua: &Lua,
+    lua: &Lua,
     ud: &AnyUserData,
     op: Value,
     data: Value,
     func: &'static str,
 ) -> mlua::Result<(bool, Option<String>)> {
     let op = opcode(&op, func)?;
-    let bytes = match payload(data, func)? {
+    let bytes = match payload(lua, data, func)? {
         Ok(b) => b,
         Err(f) => return Ok((false, Some(Error::Send(f).to_string()))),
     };
@@ -263,9 +271,23 @@ pub fn send(
 
 /// `wsreceive(conn)` -> `more, nbytes` | `nil, err`. Dispatches every complete message to the
 /// handler; no borrow of the session is held while Lua code runs.
+/// How deep handlers may nest `wsreceive` on one conn. Deeper calls return `true, 0` at once:
+/// each level costs C stack, and Lua 5.1 allows only ~200 nested C calls; an overflow inside a
+/// dispatch would lose the message being delivered.
+const MAX_NESTED_RECEIVE: u8 = 8;
+
 pub fn receive(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
+    {
+        let conn = ud.borrow::<Conn>()?;
+        let d = conn.depth.get();
+        if d >= MAX_NESTED_RECEIVE {
+            return (true, 0).into_lua_multi(lua);
+        }
+        conn.depth.set(d + 1);
+    }
     let r = receive_events(lua, ud);
     if let Ok(conn) = ud.borrow::<Conn>() {
+        conn.depth.set(conn.depth.get().saturating_sub(1));
         conn.session.borrow().receive_done();
     }
     r
@@ -384,4 +406,12 @@ fn dispatch(
             None
         }
     }
+}
+
+/// A number as this Lua's own tostring would write it (5.1 `%.14g`, 5.3+ integers and floats).
+pub fn lua_text(lua: &Lua, v: Value) -> mlua::Result<Vec<u8>> {
+    Ok(match lua.coerce_string(v)? {
+        Some(s) => s.as_bytes().to_vec(),
+        None => Vec::new(),
+    })
 }

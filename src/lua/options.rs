@@ -30,6 +30,7 @@ fn number(t: &Table, name: &'static str) -> mlua::Result<Option<f64>> {
         Value::Nil => Ok(None),
         Value::Integer(i) => Ok(Some(i as f64)),
         Value::Number(n) if n.is_finite() => Ok(Some(n)),
+        Value::Number(_) => Err(bad(name, "finite number expected")),
         Value::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
             Some(n) if n.is_finite() => Ok(Some(n)),
             _ => Err(bad(name, "number expected")),

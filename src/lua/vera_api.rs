@@ -264,7 +264,7 @@ fn send(
     let ud = wso(1, "send", v)?;
     let bytes = match data {
         Value::String(s) => s.as_bytes().to_vec(),
-        Value::Integer(_) | Value::Number(_) => data.to_string()?.into_bytes(),
+        Value::Integer(_) | Value::Number(_) => super::luws_api::lua_text(lua, data)?,
         other => return Err(expected(2, "send", "string", &other)),
     };
     let out = if binary.as_boolean().unwrap_or(false) {

@@ -34,16 +34,16 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
     let mut ready = vec![];
     let now = Instant::now();
     let mut wake: Option<Instant> = limit.map(|l| now + l);
-    for v in list.sequence_values::<Value>() {
+    for (i, v) in list.sequence_values::<Value>().enumerate() {
         let ud = match v? {
             Value::UserData(ud) if ud.is::<Conn>() || ud.is::<VeraSocket>() => ud,
             other => {
-                return Err(expected(
-                    1,
-                    "wait",
-                    "table of luws connections, found a",
-                    &other,
-                ));
+                let msg = format!(
+                    "luws connection expected at index {}, got {}",
+                    i + 1,
+                    super::args::type_name(&other)
+                );
+                return Err(bad(1, "wait", msg));
             }
         };
         if let Some(PollInfo {
