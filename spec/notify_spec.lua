@@ -156,7 +156,7 @@ describe("notify", function()
     local handler, got = H.recorder()
     -- /rawhs sends this text verbatim in one write: the 101, then the text frame "hello".
     local text = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
-                 "Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n\129\5hello"
+                 "Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n\194\129\5hello" -- 0x81 0x05 (the server decodes UTF-8, sends latin-1)
     local conn = H.open(bad.url("/rawhs?text=" .. urlencode(text) .. "&id=" .. H.id()), handler, opts(pid))
     assert.is_true(conn:dirty(), "the frame was read with the 101")
     local reqs = requests(luup, "Pid=" .. pid, 1, 2)
@@ -316,8 +316,8 @@ describe("notify", function()
       loop_until(1)
       assert.same({ { 3 } }, events)
       for i = 1, 3 do
-        vws.send(wso, "m" .. i)
-        vws.loop() -- flushes the send
+        vws.send(wso, "m" .. i) -- written at once when the socket takes it; no loop() here,
+                                -- or the echo could be consumed before the watcher sees it
         assert.equal(i, #requests(luup, "Pid=" .. pid, i))
         loop_until(1 + i)
         assert.same({ 8, "m" .. i }, events[1 + i])

@@ -68,16 +68,22 @@ pub struct Notifier {
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Notifier {
-    /// Starts watching `fd` (owned by the caller, who must `stop` before closing it).
-    pub fn spawn(fd: RawFd, target: NotifyTarget) -> std::io::Result<Notifier> {
+    /// Starts watching `fd` (owned by the caller, who must `stop` before closing it);
+    /// `pending` sends a first notification at once (data is already buffered).
+    pub fn spawn(fd: RawFd, target: NotifyTarget, pending: bool) -> std::io::Result<Notifier> {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let armed = Arc::new(AtomicBool::new(true));
+        let armed = Arc::new(AtomicBool::new(!pending));
         let (s, a) = (stop.clone(), armed.clone());
         let thread = std::thread::Builder::new()
             .name("luws-notify".into())
-            .spawn(move || watch(fd, wake_rx, s, a, target))?;
+            .spawn(move || {
+                if pending {
+                    request(&target);
+                }
+                watch(fd, wake_rx, s, a, target)
+            })?;
         Ok(Notifier {
             stop,
             armed,

@@ -224,8 +224,21 @@ impl Session {
         if fd < 0 {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        self.notifier = Some(crate::notify::Notifier::spawn(fd, target)?);
+        // Bytes that came with the 101 are already buffered: tell Luup about them at once.
+        self.notifier = Some(crate::notify::Notifier::spawn(
+            fd,
+            target,
+            self.maybe_buffered,
+        )?);
         Ok(())
+    }
+
+    /// Stops the notifier: the application is closing, so the peer's Close reply and FIN are no
+    /// news for Luup.
+    pub fn stop_notifier(&mut self) {
+        if let Some(mut n) = self.notifier.take() {
+            n.stop();
+        }
     }
 
     /// Ends a receive call: the notifier may report the next arrival.
@@ -513,6 +526,7 @@ impl Session {
     /// Closes: sends Close `code` if open, waits up to `close_timeout` for the peer's Close,
     /// then closes the socket. Safe in any state, any number of times.
     pub fn close(&mut self, code: u16) {
+        self.stop_notifier();
         let deadline = Instant::now() + self.config.close_timeout;
         if let Link::Open(ws) = &mut self.link {
             let _ = ws.close(Some(CloseFrame {

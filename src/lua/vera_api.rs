@@ -295,6 +295,7 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
     let next = match prev {
         State::Open(mut s) => {
+            s.stop_notifier();
             let deadline = Instant::now() + s.config().close_timeout;
             match s.send(Outgoing::Close(1000u16.to_be_bytes().to_vec())) {
                 Ok(()) => State::Closing(s, deadline),
