@@ -45,6 +45,7 @@
 ---@field action? string Action name. Default `"HandleReceive"`.
 ---@field host? string Luup's HTTP host. Default `"127.0.0.1"`.
 ---@field port? integer Luup's HTTP port. Default `3480`.
+---@field pid? string|integer The `Pid` parameter sent. Default: a number unique in the process.
 
 ---Options of `wsopen`. All are optional. luws writes LuWS's defaults for `receive_timeout`,
 ---`receive_chunk_size`, `max_payload_size` and `use_masking` back into the table, as LuWS does.
@@ -172,26 +173,40 @@ function luws.wait(conns, timeout) end
 
 ---verawebsockets event IDs (libwebsockets 2.4 callback reasons).
 ---@alias verawebsockets.Event
----| 1 # connection error: `handler(reason, wso)`, reason in libwebsockets words (`"HS: Accept hash wrong"`, `"Peer hung up"`, …)
+---| 1 # connection error: `handler(reason, wso, detail)`, reason in libwebsockets words (`"HS: Accept hash wrong"`, `"Peer hung up"`, …), detail the luws error text
 ---| 3 # established: `handler(wso)`
 ---| 4 # closed: `handler(wso)`
----| 8 # receive: `handler(data, wso)`
+---| 8 # receive: `handler(data, wso, opcode)`, opcode 1 text or 2 binary
 
 ---An event handler: the name of a global function (looked up when the event fires, as Vera
 ---does) or a function. It gets the documented parameter (event 1: the reason; event 8: the
----data), then the wso.
+---data), then the wso, then more context (event 1: the luws error text; event 8: the opcode).
 ---@alias verawebsockets.Handler string|fun(...: any)
 
 ---`create`'s `ssl_settings`. Verification is off unless asked for.
 ---@class verawebsockets.SslSettings
 ---@field client_ssl_cert_filepath? string PEM client certificate presented to the server.
 ---@field client_ssl_private_key_filepath? string PEM private key of that certificate.
----@field client_ssl_ca_filepath? string PEM file of trusted CA certificates.
----@field [string] any Other settings (see the README's verawebsockets section).
+---@field client_ssl_ca_filepath? string PEM file of trusted CA certificates (adds to the system roots).
+---@field client_ssl_verify_peer? boolean Verify the server's certificate and host name. Default `false`.
 
----A websocket object from `create`.
+---A websocket object from `create`. Also usable with LuaSocket's `socket.select`.
+---`tostring(wso)` is `"verawebsockets[url]"`.
 ---@class verawebsockets.Wso: userdata
 local Wso = {}
+
+---Same as `connect(wso)`.
+function Wso:connect() end
+
+---Same as `send(wso, data, is_binary)`.
+---@param data string|number
+---@param is_binary? boolean
+---@return boolean ok
+---@return string? err
+function Wso:send(data, is_binary) end
+
+---Same as `close(wso)`.
+function Wso:close() end
 
 ---The socket's file descriptor, `-1` before connecting or once closed.
 ---@return integer
@@ -208,10 +223,11 @@ local vws = {}
 ---@param url string
 ---@param event_handlers table<verawebsockets.Event|integer, verawebsockets.Handler>
 ---@param ssl_settings? verawebsockets.SslSettings
----@param standalone? boolean `true` for scripts that may block in `loop()`; `false` (default) inside Luup, where `loop()` returns within a bound.
+---@param standalone? boolean `true` for scripts that may block in `loop()` and `send`; `false` (default) inside Luup: `loop()` makes one bounded pass and sends never wait (`send_timeout = 0`).
+---@param options? luws.Options luws extension: the `wsopen` options (timeouts, sizes, `ssl_*`, `notify`, …).
 ---@return verawebsockets.Wso wso
 ---@nodiscard
-function vws.create(url, event_handlers, ssl_settings, standalone) end
+function vws.create(url, event_handlers, ssl_settings, standalone, options) end
 
 ---Starts connecting and returns at once; DNS, TCP, TLS and the handshake progress in `loop()`.
 ---@param wso verawebsockets.Wso
@@ -222,13 +238,15 @@ function vws.connect(wso) end
 function vws.loop() end
 
 ---libwebsockets log mask (ERR 1, WARN 2, NOTICE 4, INFO 8, DEBUG 16, PARSER 32, HEADER 64,
----EXT 128, CLIENT 256, LATENCY 512, USER 1024) or a string such as `"all"` (2047).
----@param levels integer|string
+---EXT 128, CLIENT 256, LATENCY 512, USER 1024), or `"all"` (2047) / `"none"` (0). Logs go to
+---`luup.log` when it exists, else stderr.
+---@param levels integer|"all"|"none"
 function vws.set_log_level(levels) end
 
----Sends `data` as a text message, or binary when `is_binary` is true.
+---Sends `data` as a text message, or binary when `is_binary` is true. Returns `false, err`
+---(`"not connected"`, `"closing"`, `"send error: …"`) when it cannot.
 ---@param wso verawebsockets.Wso
----@param data string
+---@param data string|number
 ---@param is_binary? boolean
 ---@return boolean ok
 ---@return string? err

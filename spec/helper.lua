@@ -22,7 +22,7 @@ local started = {}
 local ok_busted, busted = pcall(require, "busted")
 if ok_busted and busted.subscribe then
   busted.subscribe({ "suite", "end" }, function()
-    H.servers.stop_all()
+    H.servers.cleanup()
     return nil, true
   end)
 end
@@ -69,14 +69,6 @@ function H.open(url, handler, opts)
   local conn, err = H.luws.wsopen(url, handler, opts)
   assert(conn, "wsopen " .. url .. ": " .. tostring(err))
   return conn
-end
-
---- The number of open file descriptors of this process (Linux).
-function H.open_fds()
-  local p = io.popen("ls /proc/" .. H.pid() .. "/fd 2>/dev/null | wc -l")
-  local n = tonumber(p:read("*a"))
-  p:close()
-  return n - 1 -- the listing's own pipe
 end
 
 --- What descriptor `fd` of this process refers to ("socket:[1234]"), or nil when it is closed.

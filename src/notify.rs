@@ -1,7 +1,8 @@
 //! Built-in Luup notification (SockProxy's `NTFY=` contract without SockProxy): a watcher
 //! thread waits on the connection's socket and, when data arrives, asks Luup to run an action
 //! with an HTTP GET on its port 3480. One request per arrival: the watcher then waits until the
-//! application has received (`rearm`), except that a peer hang-up is always reported, once.
+//! application has received (`rearm`). A peer hang-up is reported at once, armed or not, and
+//! again after each receive until the application has seen the close and stopped the watcher.
 //!
 //! The thread never calls into Lua. It is stopped and joined before its socket closes, so it
 //! cannot watch a reused descriptor; the library stays resident (`sys::keep_resident`), so a
@@ -123,19 +124,29 @@ fn watch(
     target: NotifyTarget,
 ) {
     let mut drain = [0u8; 64];
+    // A hang-up is a lasting state, not an event: it is reported at once (armed or not), then
+    // again after each receive that did not end the connection (a receive may stop before the
+    // end of the stream, e.g. on its read budget or after a short read), until the
+    // application has seen the close and stopped us.
+    let mut hangup_reported = false;
     loop {
         if stop.load(Ordering::Acquire) {
             return;
         }
-        // While armed, any input counts; while not, only the peer hanging up does.
-        let want = if armed.load(Ordering::Acquire) {
-            libc::POLLIN | libc::POLLRDHUP
+        let armed_now = armed.load(Ordering::Acquire);
+        // While armed, any input counts; while not, only the peer hanging up does, and once
+        // that is reported, nothing (a negative fd is ignored by poll: POLLHUP/POLLERR would
+        // otherwise wake us in a loop).
+        let (watch_fd, want) = if armed_now {
+            (fd, libc::POLLIN | libc::POLLRDHUP)
+        } else if hangup_reported {
+            (-1, 0)
         } else {
-            libc::POLLRDHUP
+            (fd, libc::POLLRDHUP)
         };
         let mut fds = [
             libc::pollfd {
-                fd,
+                fd: watch_fd,
                 events: want,
                 revents: 0,
             },
@@ -157,9 +168,12 @@ fn watch(
         let rev = fds[0].revents;
         let hung_up = rev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
         if hung_up {
-            // The last notification: the application's receive will see the close.
-            request(&target);
-            return;
+            if !hangup_reported || armed.swap(false, Ordering::AcqRel) {
+                armed.store(false, Ordering::Release);
+                hangup_reported = true;
+                request(&target);
+            }
+            continue;
         }
         if rev & libc::POLLIN != 0 && armed.swap(false, Ordering::AcqRel) {
             request(&target);

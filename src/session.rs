@@ -128,6 +128,9 @@ pub struct Session {
     config: SessionConfig,
     /// When the last frame of any kind arrived.
     last_frame: Instant,
+    /// When bytes last arrived, a whole frame or part of one: the clock of `receive_timeout`
+    /// and `keepalive`, which detect a dead peer; a peer that is still sending is alive.
+    last_activity: Instant,
     /// Wall clock at `opened`, to report `last_frame` as a time of day.
     opened: (Instant, SystemTime),
     /// When the keepalive ping went out, while unanswered.
@@ -155,6 +158,7 @@ impl Session {
             link: Link::Open(Box::new(ws)),
             config,
             last_frame: now,
+            last_activity: now,
             opened: (now, SystemTime::now()),
             ping_sent: None,
             maybe_buffered,
@@ -199,10 +203,10 @@ impl Session {
         if !self.is_connected() {
             return None;
         }
-        let timeout = self.config.receive_timeout.map(|t| self.last_frame + t);
+        let timeout = self.config.receive_timeout.map(|t| self.last_activity + t);
         let keepalive = self.config.keepalive.map(|k| match self.ping_sent {
             Some(sent) => sent + k,
-            None => self.last_frame + k,
+            None => self.last_activity + k,
         });
         match (timeout, keepalive) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -278,9 +282,17 @@ impl Session {
         let Some(ws) = self.link.ws() else {
             return Event::Ended(self.ending_error());
         };
-        match ws.read() {
+        let before = ws.get_ref().read_in_call();
+        let result = ws.read();
+        if ws.get_ref().read_in_call() != before {
+            // Any byte is a sign of life, even the middle of a frame that trickles in.
+            self.last_activity = Instant::now();
+            self.ping_sent = None;
+        }
+        match result {
             Ok(msg) => {
                 self.last_frame = Instant::now();
+                self.last_activity = self.last_frame;
                 self.ping_sent = None;
                 self.on_message(msg)
             }
@@ -377,7 +389,7 @@ impl Session {
     /// Receive timeout and keepalive, checked when the socket has nothing to read.
     fn check_timers(&mut self) -> Event {
         let now = Instant::now();
-        let silent = now.saturating_duration_since(self.last_frame);
+        let silent = now.saturating_duration_since(self.last_activity);
         if let Some(limit) = self.config.receive_timeout {
             if silent >= limit {
                 return self.fail(Error::MessageTimeout, Some(CloseCode::Away));

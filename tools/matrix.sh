@@ -16,7 +16,7 @@
 #
 # Environment: BUSTED (default /usr/bin/busted), BUSTED_ARGS (extra busted arguments, e.g.
 # "--filter=wssend"), MATRIX_NO_BUILD=1 (test the modules already built), CARGO_FEATURES_EXTRA
-# (default "module,tls-native"), MATRIX_TIMEOUT (seconds one busted run may take, default 900;
+# (default "module,tls-native"), MATRIX_TIMEOUT (seconds one busted run may take, default 600;
 # then it and the test servers it started are killed and the version counts as failed).
 
 set -u
@@ -28,7 +28,7 @@ VERSIONS=${*:-$ALL}
 BUSTED=${BUSTED:-/usr/bin/busted}
 BUSTED_ARGS=${BUSTED_ARGS:-}
 FEATURES_EXTRA=${CARGO_FEATURES_EXTRA:-module,tls-native}
-TIMEOUT=${MATRIX_TIMEOUT:-900}
+TIMEOUT=${MATRIX_TIMEOUT:-600}
 
 interpreter() {
   case "$1" in

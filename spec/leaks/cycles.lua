@@ -5,6 +5,8 @@
 -- Design criteria
 --   * Runnable on its own from the repository root: lua5.1 spec/leaks/cycles.lua [N] [options]
 --     (tools/leaks.sh wraps it; spec/leaks/leaks_spec.lua runs a short version under busted).
+--   * Descriptors are counted without pipes: the test servers' pipes are fixed, the listing's
+--     own pipe may be seen twice while popen sets it up, and luws never creates a pipe.
 --   * Every wait is bounded; a cycle that cannot open or echo fails the run at once.
 --   * The baseline is taken after a warm-up (allocator arenas, Lua's string table, the
 --     OpenSSL/libc lazily-initialised state), so a phase's growth is what the cycles left.
@@ -70,6 +72,40 @@ local function rss()
   return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
+--- What this process's descriptors point to: { [fd] = target }.
+local function fd_table()
+  local t = {}
+  local p = io.popen("ls -l /proc/" .. H.pid() .. "/fd 2>/dev/null")
+  for line in p:lines() do
+    local fd, target = line:match(" (%d+) %-> (.*)$")
+    if fd then t[tonumber(fd)] = target end
+  end
+  p:close()
+  return t
+end
+
+--- Open descriptors other than pipes. The pipes are the test servers' (fixed) and the listing's
+--- own, which `ls` may see twice while popen is still setting it up; luws never makes pipes.
+local function count_fds()
+  local n = 0
+  for _, target in pairs(fd_table()) do
+    if not target:match("^pipe:") then n = n + 1 end
+  end
+  return n
+end
+
+--- The descriptors in `after` that were not in `before`, as "fd -> target" strings.
+local function new_fds(before, after)
+  local out = {}
+  for fd, target in pairs(after) do
+    if before[fd] ~= target and not target:match("^pipe:") then
+      out[#out + 1] = fd .. " -> " .. target
+    end
+  end
+  table.sort(out)
+  return out
+end
+
 local function full_gc()
   for _ = 1, 3 do collectgarbage("collect") end
 end
@@ -133,14 +169,15 @@ local function run_phase(name)
   -- Warm-up: the same work, unmeasured.
   for i = 1, opts.warmup do p.cycle(-i) end
   full_gc()
-  local fds0, rss0 = H.open_fds(), rss()
+  local table0 = fd_table()
+  local fds0, rss0 = count_fds(), rss()
   local t0 = socket.gettime()
   local peak_fds, peak_rss = fds0, rss0
   local step = math.max(1, math.floor(opts.n / 10))
   for i = 1, opts.n do
     p.cycle(i)
     if i % step == 0 then
-      local f, r = H.open_fds(), rss()
+      local f, r = count_fds(), rss()
       if f > peak_fds then peak_fds = f end
       if r > peak_rss then peak_rss = r end
       say(string.format("  %-30s %6d/%d  fds %4d  rss %6d KiB  %.1f s", p.title, i, opts.n, f, r,
@@ -151,7 +188,7 @@ local function run_phase(name)
   full_gc()
   -- Sockets the peer has not finished closing are gone from our fd table at once; give the
   -- GC'd conns' descriptors no grace: they must already be closed.
-  local fds1, rss1 = H.open_fds(), rss()
+  local fds1, rss1 = count_fds(), rss()
   local ok = fds1 <= fds0 and (rss1 - rss0) <= opts.rss_limit
   if ok then passed = passed + 1 else failed = failed + 1 end
   local line = string.format(
@@ -161,6 +198,9 @@ local function run_phase(name)
     rss0, rss1, rss1 - rss0, peak_rss, opts.rss_limit)
   results[#results + 1] = line
   print(line)
+  if fds1 > fds0 then
+    for _, d in ipairs(new_fds(table0, fd_table())) do print("  new descriptor: " .. d) end
+  end
 end
 
 print(string.format("luws leak check: N=%d per phase, warm-up %d, %s%s", opts.n, opts.warmup,

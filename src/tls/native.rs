@@ -33,8 +33,44 @@ fn version(v: TlsVersion) -> native_tls::Protocol {
     }
 }
 
+/// Building a connector reads the system CA bundle (tens of ms of CPU and ~1 MB per
+/// connector on a small box), so recent ones are kept, keyed by the settings and the
+/// modification times of the files they name.
+type CacheKey = (TlsSettings, Vec<Option<std::time::SystemTime>>);
+static CACHE: std::sync::Mutex<Vec<(CacheKey, native_tls::TlsConnector)>> =
+    std::sync::Mutex::new(Vec::new());
+const CACHE_SIZE: usize = 4;
+
+fn cache_key(s: &TlsSettings) -> CacheKey {
+    let mtime = |p: &Option<String>| {
+        p.as_ref()
+            .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    };
+    (
+        s.clone(),
+        vec![mtime(&s.cafile), mtime(&s.certificate), mtime(&s.key)],
+    )
+}
+
 impl Connector {
     pub fn new(s: &TlsSettings) -> Result<Connector, String> {
+        let key = cache_key(s);
+        if let Ok(cache) = CACHE.lock() {
+            if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+                return Ok(Connector(c.clone()));
+            }
+        }
+        let c = Self::build(s)?;
+        if let Ok(mut cache) = CACHE.lock() {
+            if cache.len() >= CACHE_SIZE {
+                cache.remove(0);
+            }
+            cache.push((key, c.0.clone()));
+        }
+        Ok(c)
+    }
+
+    fn build(s: &TlsSettings) -> Result<Connector, String> {
         s.validate()?;
         let mut b = native_tls::TlsConnector::builder();
         b.danger_accept_invalid_certs(!s.verify);
