@@ -372,9 +372,19 @@ fn fire(lua: &Lua, ud: &AnyUserData, event: i64, args: MultiValue) {
     }
 }
 
-fn args(lua: &Lua, items: Vec<Value>) -> MultiValue {
-    let _ = lua;
+fn args(items: Vec<Value>) -> MultiValue {
     MultiValue::from_vec(items)
+}
+
+/// The object failed to open: it leaves the loop and event 1 fires (lws reason, wso, detail).
+fn connection_error(lua: &Lua, ud: &AnyUserData, url: &str, e: &Error) -> mlua::Result<()> {
+    active(lua)?.raw_set(ud.clone(), Value::Nil)?;
+    log::lws(lua, log::ERR, &format!("{url}: {e}"));
+    let reason = Value::String(lua.create_string(lws_reason(e))?);
+    let detail = Value::String(lua.create_string(e.to_string())?);
+    let me = Value::UserData(ud.clone());
+    fire(lua, ud, EV_CONNECTION_ERROR, args(vec![reason, me, detail]));
+    Ok(())
 }
 
 /// Services one object: makes progress without blocking and delivers its events.
@@ -383,19 +393,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
     let me = Value::UserData(ud.clone());
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
     match prev {
-        State::Doomed(e) => {
-            active(lua)?.raw_set(ud.clone(), Value::Nil)?;
-            log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
-            let reason = lua.create_string(lws_reason(&e))?;
-            let detail = lua.create_string(e.to_string())?;
-            fire(
-                lua,
-                ud,
-                EV_CONNECTION_ERROR,
-                args(lua, vec![Value::String(reason), me, Value::String(detail)]),
-            );
-            return Ok(());
-        }
+        State::Doomed(e) => return connection_error(lua, ud, &this.url, &e),
         State::Connecting(mut c) => match c.advance() {
             Ok(Progress::Pending) => {
                 *this.state.borrow_mut() = State::Connecting(c);
@@ -404,21 +402,9 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
             Ok(Progress::Ready(s)) => {
                 *this.state.borrow_mut() = State::Open(s);
                 log::lws(lua, log::NOTICE, &format!("established {}", this.url));
-                fire(lua, ud, EV_ESTABLISHED, args(lua, vec![me.clone()]));
+                fire(lua, ud, EV_ESTABLISHED, args(vec![me.clone()]));
             }
-            Err(e) => {
-                active(lua)?.raw_set(ud.clone(), Value::Nil)?;
-                log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
-                let reason = lua.create_string(lws_reason(&e))?;
-                let detail = lua.create_string(e.to_string())?;
-                fire(
-                    lua,
-                    ud,
-                    EV_CONNECTION_ERROR,
-                    args(lua, vec![Value::String(reason), me, Value::String(detail)]),
-                );
-                return Ok(());
-            }
+            Err(e) => return connection_error(lua, ud, &this.url, &e),
         },
         other => *this.state.borrow_mut() = other,
     }
@@ -463,14 +449,11 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                     lua,
                     ud,
                     EV_RECEIVE,
-                    args(
-                        lua,
-                        vec![
-                            Value::String(s),
-                            me.clone(),
-                            Value::Integer(if text { 1 } else { 2 }),
-                        ],
-                    ),
+                    args(vec![
+                        Value::String(s),
+                        me.clone(),
+                        Value::Integer(if text { 1 } else { 2 }),
+                    ]),
                 );
             }
             Event::Control { opcode: 8, .. } | Event::Failed(_) | Event::Ended(_) => {
@@ -480,7 +463,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 *this.state.borrow_mut() = State::Closed;
                 active(lua)?.raw_set(ud.clone(), Value::Nil)?;
                 log::lws(lua, log::NOTICE, &format!("closed {}", this.url));
-                fire(lua, ud, EV_CLOSED, args(lua, vec![me.clone()]));
+                fire(lua, ud, EV_CLOSED, args(vec![me.clone()]));
                 return Ok(());
             }
             Event::Control { .. } => {}
