@@ -4,7 +4,7 @@
 # Stages are defined in the Makefile; this only sequences them and sums the results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stages=(${LUWS_STAGES:-deps lint unit spec spec-rustls autobahn bench-smoke})
+stages=(${LUWS_STAGES:-deps lint unit spec spec-rustls autobahn leaks bench-smoke matrix luarocks cross-fast})
 total_p=0; total_f=0; failed_stages=()
 for s in "${stages[@]}"; do
   echo "=== stage: $s"

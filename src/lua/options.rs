@@ -250,7 +250,7 @@ pub fn fill_defaults(t: &Table, spec: &OpenSpec) -> mlua::Result<()> {
 
 /// `notify = { device = N, service = "...", action = "HandleReceive", host =, port =, pid = }`.
 fn notify(t: &Table) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
-    static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static NEXT_PID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
     let n = match t.get::<Value>("notify")? {
         Value::Nil | Value::Boolean(false) => return Ok(None),
         Value::Table(n) => n,

@@ -45,7 +45,7 @@ enum State {
 }
 
 pub struct VeraSocket {
-    id: u64,
+    id: usize,
     standalone: bool,
     url: String,
     state: RefCell<State>,
@@ -185,7 +185,7 @@ fn create(
         Err(e) => Err(e),
     };
 
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
     let ud = lua.create_userdata(VeraSocket {
         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         standalone,
@@ -479,7 +479,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
 
 /// The objects `loop()` services, in creation order.
 fn active_list(lua: &Lua) -> mlua::Result<Vec<AnyUserData>> {
-    let mut v: Vec<(u64, AnyUserData)> = Vec::new();
+    let mut v: Vec<(usize, AnyUserData)> = Vec::new();
     for pair in active(lua)?.pairs::<AnyUserData, Value>() {
         let (ud, _) = pair?;
         let id = ud.borrow::<VeraSocket>()?.id;
