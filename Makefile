@@ -5,7 +5,7 @@
 #   make spec    the busted suite on Lua 5.1 (native-tls build)
 
 RUSTLS_TARGET := $(CURDIR)/target/rustls
-RUSTLS_FEATURES := lua51,module,tls-rustls
+RUSTLS_FEATURES := lua51,module,tls-rustls,bundled-roots
 
 .PHONY: demo test deps lint unit module module-rustls spec spec-rustls autobahn leaks leaks-long \
 	cross-fast cross-all matrix luarocks dist

@@ -4,7 +4,9 @@
 #   crate in cross/probe) for TARGET with Debian's rustc/cargo 1.96 and
 #   -Zbuild-std, linked against the target sysroot (see cross/README.md).
 #   Result: cross/out/TARGET/luws.so (or probe.so).
-# Env: LUWS_FEATURES (default "lua51,module,tls-rustls"), LUWS_OPT_LEVEL (z).
+# Env: LUWS_FEATURES (default "lua51,module,tls-rustls", plus "bundled-roots" — Mozilla's CA
+#      set compiled in — on the glibc targets; the Vera build leaves them out to fit 2 MiB),
+#      LUWS_OPT_LEVEL (z).
 source "$(dirname "$0")/lib.sh"
 T="$1"; shift
 MODE=luws; [ "${1:-}" = --probe ] && MODE=probe
@@ -22,7 +24,14 @@ else
   grep -q 'tls-rustls' "$REPO_DIR/Cargo.toml" || { echo "Cargo.toml has no tls-rustls feature yet" >&2; exit 3; }
   (cd "$REPO_DIR" && tar --exclude=./target --exclude=./cross --exclude=./.git --exclude='./bench/target' \
      --exclude='./spec' -cf - .) | (cd "$SRC" && tar -xf -)
-  FEATURES=(--no-default-features --features "${LUWS_FEATURES:-lua51,module,tls-rustls}"); NAME=luws
+  default_features=lua51,module,tls-rustls
+  [ "$LIBC" = uclibc ] || default_features=$default_features,bundled-roots
+  if [ "$LIBC" = uclibc ]; then
+    # Vera's flash budget: url's IDNA backend without Unicode tables (~100 KB of ICU data);
+    # international host names must then be given in punycode (xn--…).
+    (cd "$SRC" && cargo update -q -p idna_adapter --precise 1.0.0)
+  fi
+  FEATURES=(--no-default-features --features "${LUWS_FEATURES:-$default_features}"); NAME=luws
 fi
 
 STD_FEATURES=""

@@ -23,23 +23,22 @@ Design criteria
 Usage: python3 bad_server.py [--tls CERT KEY] [--client-ca CA] [--stall-tls]
 """
 
+import peer
+
+peer.arm_startup_alarm()  # cancelled once the PORT line is out
+
 import argparse
 import base64
 import hashlib
 import os
 import select
-import signal
 import socket
 import ssl
-import stat
 import string
 import struct
-import sys
 import threading
 import time
 import urllib.parse
-
-signal.alarm(15)  # startup watchdog, cancelled once the PORT line is out
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 64 * 1024
@@ -1041,37 +1040,15 @@ def handle_conn(sock):
 # ---------------------------------------------------------------- main
 
 
-def stdout_pipe():
-    """A dup of stdout when it is a pipe (else None), kept after the redirect."""
-    try:
-        if stat.S_ISFIFO(os.fstat(1).st_mode):
-            return os.dup(1)
-    except OSError:
-        pass
-    return None
-
-
-def watchdog(ppid, pipe_fd):
-    """Exit when the parent changes or the reader of our stdout pipe is gone.
-
-    The second check lets a Lua parent pclose() our io.popen handle (e.g.
-    from a finalizer at exit) without waiting forever for us."""
-    poller = None
-    if pipe_fd is not None:
-        poller = select.poll()
-        poller.register(pipe_fd, 0)  # POLLERR/POLLHUP are always reported
-    while True:
-        if poller is not None:
-            if poller.poll(1000):
-                os._exit(0)
-        else:
-            time.sleep(1.0)
-        if os.getppid() != ppid:
-            os._exit(0)
+def count_open(_sock):
+    """Counted in /count from accept until handle_conn ends or sees a control request."""
+    global _open_count
+    with _open_lock:
+        _open_count += 1
 
 
 def main():
-    global ARGS, TLS_CTX, SNI, _open_count
+    global ARGS, TLS_CTX, SNI
     ap = argparse.ArgumentParser(description="luws misbehaving WebSocket test server")
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--client-ca", metavar="CA",
@@ -1092,37 +1069,7 @@ def main():
     elif ARGS.stall_tls or ARGS.client_ca:
         ap.error("--stall-tls and --client-ca need --tls")
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: os._exit(0))
-    ppid = os.getppid()
-
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(128)
-    srv.settimeout(1.0)
-    sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
-    sys.stdout.flush()
-    signal.alarm(0)
-    threading.Thread(target=watchdog, args=(ppid, stdout_pipe()), daemon=True).start()
-    out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-
-    while True:
-        try:
-            sock, _ = srv.accept()
-        except socket.timeout:
-            continue
-        except OSError:
-            time.sleep(0.05)
-            continue
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with _open_lock:
-            _open_count += 1
-        threading.Thread(target=handle_conn, args=(sock,), daemon=True).start()
+    peer.serve_forever(handle_conn, before_start=count_open)
 
 
 ARGS = None

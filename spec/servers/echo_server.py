@@ -19,20 +19,14 @@ Design criteria
 Usage: python3 echo_server.py [--tls CERT KEY]
 """
 
-import signal
+import peer
 
-signal.alarm(15)  # startup watchdog, cancelled once the PORT line is out
+peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
 import argparse
 import asyncio
 import logging
-import os
-import select
 import ssl
-import stat
-import sys
-import threading
-import time
 
 from websockets.asyncio.server import serve
 
@@ -55,32 +49,6 @@ async def handler(ws):
         await ws.send(message)
 
 
-def watch_parent(ppid, pipe_fd):
-    """Exit when the parent changes or the reader of our stdout pipe is gone
-    (so a Lua parent's pclose() never waits for long)."""
-    poller = None
-    if pipe_fd is not None:
-        poller = select.poll()
-        poller.register(pipe_fd, 0)  # POLLERR/POLLHUP are always reported
-    while True:
-        if poller is not None:
-            if poller.poll(1000):
-                os._exit(0)
-        else:
-            time.sleep(1.0)
-        if os.getppid() != ppid:
-            os._exit(0)
-
-
-def stdout_pipe():
-    try:
-        if stat.S_ISFIFO(os.fstat(1).st_mode):
-            return os.dup(1)
-    except OSError:
-        pass
-    return None
-
-
 async def main():
     ap = argparse.ArgumentParser(description="luws echo test server (websockets)")
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
@@ -90,9 +58,7 @@ async def main():
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls[0], args.tls[1])
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: os._exit(0))
-    ppid = os.getppid()
+    ppid = peer.on_signals_exit()
 
     logging.basicConfig(level=logging.CRITICAL)
     async with serve(
@@ -105,16 +71,7 @@ async def main():
         ping_interval=None,
         select_subprotocol=select_subprotocol,
     ) as server:
-        port = server.sockets[0].getsockname()[1]
-        sys.stdout.write("PORT %d PID %d\n" % (port, os.getpid()))
-        sys.stdout.flush()
-        signal.alarm(0)
-        threading.Thread(target=watch_parent, args=(ppid, stdout_pipe()), daemon=True).start()
-        out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
+        peer.announce(server.sockets[0].getsockname()[1], ppid)
         await asyncio.Future()
 
 

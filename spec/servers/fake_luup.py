@@ -30,16 +30,12 @@ Design criteria
 Usage: python3 fake_luup.py [--hold SECONDS]
 """
 
-import signal
+import peer
 
-signal.alarm(15)  # startup watchdog, cancelled once the PORT line is out
+peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
 import argparse
-import os
-import select
 import socket
-import stat
-import sys
 import threading
 import time
 import urllib.parse
@@ -168,66 +164,13 @@ def handle(sock):
                 _cond.notify_all()
 
 
-def stdout_pipe():
-    try:
-        if stat.S_ISFIFO(os.fstat(1).st_mode):
-            return os.dup(1)
-    except OSError:
-        pass
-    return None
-
-
-def watchdog(ppid, pipe_fd):
-    """Exit when the parent changes or the reader of our stdout pipe is gone."""
-    poller = None
-    if pipe_fd is not None:
-        poller = select.poll()
-        poller.register(pipe_fd, 0)  # POLLERR/POLLHUP are always reported
-    while True:
-        if poller is not None:
-            if poller.poll(1000):
-                os._exit(0)
-        else:
-            time.sleep(1.0)
-        if os.getppid() != ppid:
-            os._exit(0)
-
-
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description="luws fake Luup port 3480")
     ap.add_argument("--hold", type=float, default=90.0,
                     help="seconds a connection is kept open after an answer (openLuup: ~90)")
     ARGS = ap.parse_args()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: os._exit(0))
-    ppid = os.getppid()
-
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(128)
-    srv.settimeout(1.0)
-    sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
-    sys.stdout.flush()
-    signal.alarm(0)
-    threading.Thread(target=watchdog, args=(ppid, stdout_pipe()), daemon=True).start()
-    out = os.open(os.environ.get("LUWS_SERVER_LOG") or os.devnull,
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-
-    while True:
-        try:
-            sock, _ = srv.accept()
-        except socket.timeout:
-            continue
-        except OSError:
-            time.sleep(0.05)
-            continue
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=handle, args=(sock,), daemon=True).start()
+    peer.serve_forever(handle)
 
 
 if __name__ == "__main__":

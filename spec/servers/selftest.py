@@ -608,7 +608,7 @@ def tls_bad(ctx):
     assert c.frame()["payload"] == b"secure"
     c.close(1000)
     assert code_of(c.frame()["payload"]) == 1000
-    assert log(s.port, i, "close") == ["open", "text 6 secure", "close 1000"]
+    assert log(s.port, i, "close") == ["open", "sni localhost", "text 6 secure", "close 1000"]
     # a plain upgrade on the TLS port is dropped
     c = Raw(s.port, "/echo", handshake=False)
     assert c.read_head() == ""
@@ -624,7 +624,7 @@ def tls_bad(ctx):
         c.close(1000)
         c.frame()
         want = "client-cert luws-client" if cert else "client-cert none"
-        assert log(s.port, i, "close") == ["open", want, "close 1000"], log(s.port, i)
+        assert log(s.port, i, "close") == ["open", "sni localhost", want, "close 1000"], log(s.port, i)
     # the send/receive pump over TLS
     i = uid()
     c = Raw(ctx.bad_tls.port, "/huge?len=50000000&id=" + i, tls=ctx.client_ctx)
@@ -633,7 +633,7 @@ def tls_bad(ctx):
     while got < 2000000:
         got += len(c.s.recv(65536))
     c.close(1009)
-    assert log(ctx.bad_tls.port, i, "close") == ["open", "close 1009"]
+    assert log(ctx.bad_tls.port, i, "close") == ["open", "sni localhost", "close 1009"]
     c.shut()
     i = uid()
     c = Raw(ctx.bad_tls.port, "/flood?size=70000&id=" + i, tls=ctx.client_ctx)
@@ -648,7 +648,7 @@ def tls_bad(ctx):
         if f["op"] == 8:
             break
     assert code_of(f["payload"]) == 1001 and ops <= {2, 8, 10}, ops
-    assert log(ctx.bad_tls.port, i, "close") == ["open", "ping p", "close 1001"]
+    assert log(ctx.bad_tls.port, i, "close") == ["open", "sni localhost", "ping p", "close 1001"]
     # close_notify on graceful close
     c = Raw(ctx.bad_tls.port, "/push?count=2&size=3&then=fin", tls=ctx.client_ctx)
     c.frame(), c.frame()

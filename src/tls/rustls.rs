@@ -82,8 +82,9 @@ fn user_certs(what: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
-/// Trust anchors from the first readable bundle of `paths` holding any certificate; the
-/// compiled-in Mozilla set when there is none (bare firmware without a CA package).
+/// Trust anchors from the first readable bundle of `paths` holding any certificate; when there
+/// is none (bare firmware without a CA package), the compiled-in Mozilla set if the build has
+/// it (`bundled-roots`; left out of the Vera build for size: give `ssl_cafile` there).
 fn roots_from(paths: &[String]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for path in paths {
@@ -97,6 +98,7 @@ fn roots_from(paths: &[String]) -> RootCertStore {
             return roots;
         }
     }
+    #[cfg(feature = "bundled-roots")]
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     roots
 }
@@ -729,7 +731,10 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     #[test]
     fn system_roots_fall_back_to_the_builtin_set() {
         let none = roots_from(&["/nonexistent/bundle.pem".into()]);
+        #[cfg(feature = "bundled-roots")]
         assert_eq!(none.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        #[cfg(not(feature = "bundled-roots"))]
+        assert_eq!(none.len(), 0);
         let ours = roots_from(&["/nonexistent".into(), temp_file(&format!("junk\n{CA}"))]);
         assert_eq!(ours.len(), 1);
     }
