@@ -10,7 +10,9 @@
 -- headers (Debian: libssl-dev).
 --
 -- Environment: LUWS_LUA_FEATURE overrides the detected feature (e.g. luajit); LUWS_TLS picks the
--- TLS backend, tls-native (default, system OpenSSL) or tls-rustls (self-contained).
+-- TLS backend, tls-native (default, system OpenSSL) or tls-rustls (self-contained);
+-- LUWS_TARGET_DIR is cargo's target directory (default target/luarocks/<feature>).
+-- LuaJIT: luarocks --lua-version 5.1 make ... LUA=/usr/bin/luajit LUA_INCDIR=/usr/include/luajit-2.1
 
 rockspec_format = "3.0"
 package = "luws"
@@ -49,9 +51,11 @@ if [ -z "$F" ]; then
 fi
 T="${LUWS_TLS:-tls-native}"
 echo "luws: cargo build --release --no-default-features --features $F,module,$T"
-cargo build --release --no-default-features --features "$F,module,$T" --target-dir "target/luarocks/$F"
+D="${LUWS_TARGET_DIR:-target/luarocks/$F}"
+cargo build --release --no-default-features --features "$F,module,$T" --target-dir "$D"
+mkdir -p target/luarocks
 rm -f target/luarocks/luws.so
-for f in "target/luarocks/$F/release/libluws.so" "target/luarocks/$F/release/libluws.dylib"; do
+for f in "$D/release/libluws.so" "$D/release/libluws.dylib"; do
   if [ -f "$f" ]; then cp "$f" target/luarocks/luws.so; fi
 done
 test -f target/luarocks/luws.so

@@ -10,7 +10,8 @@
 # specs that start child interpreters. Needs Debian's lua5.x/luajit interpreters with busted and
 # LuaSocket for each, python3 with websockets, and cargo.
 #
-# Prints "<ver>: N passed, N failed" per version and a last line "N passed, N failed" for all;
+# Prints "<ver>: passed N, failed N" per version and a last line "N passed, N failed" for all
+# (the only line in that form, so tools/test-all.sh, which sums such lines, counts each once);
 # exits non-zero when any spec failed or any build or busted run broke. The TAP output of each
 # run is kept in target/matrix/<ver>/busted.tap.
 #
@@ -49,6 +50,9 @@ for v in $VERSIONS; do
 done
 
 now() { date +%s; }
+# Indented spec output; "N passed, N failed" inside it gets two spaces, so that only this
+# script's last line has the form tools/test-all.sh sums.
+excerpt() { sed -E 's/^/    /; s/ (passed[,;]) / \1  /g'; }
 total_pass=0
 total_fail=0
 broken=""
@@ -64,7 +68,7 @@ for v in $VERSIONS; do
   if ! command -v "$lua" >/dev/null 2>&1; then
     echo "$v: interpreter $lua not found"
     broken="$broken $v"
-    summary="$summary$v: 0 passed, 1 failed (no $lua)\n"
+    summary="$summary$v: passed 0, failed 1 (no $lua)\n"
     total_fail=$((total_fail + 1))
     continue
   fi
@@ -76,7 +80,7 @@ for v in $VERSIONS; do
       tail -30 "$dir/build.log" | sed 's/^/    /'
       echo "$v: build failed (log: $dir/build.log)"
       broken="$broken $v"
-      summary="$summary$v: 0 passed, 1 failed (build failed)\n"
+      summary="$summary$v: passed 0, failed 1 (build failed)\n"
       total_fail=$((total_fail + 1))
       continue
     fi
@@ -86,7 +90,7 @@ for v in $VERSIONS; do
   if [ ! -f "$dir/lua/luws.so" ]; then
     echo "$v: $dir/lua/luws.so missing"
     broken="$broken $v"
-    summary="$summary$v: 0 passed, 1 failed (no module)\n"
+    summary="$summary$v: passed 0, failed 1 (no module)\n"
     total_fail=$((total_fail + 1))
     continue
   fi
@@ -108,13 +112,13 @@ for v in $VERSIONS; do
     # busted itself broke (the helper failed to load, a spec file did not compile, ...).
     fail=1
     note=" (busted exited with $rc)"
-    tail -20 "$dir/busted.err" "$tap" | sed 's/^/    /'
+    tail -20 "$dir/busted.err" "$tap" | excerpt
   fi
   if [ "$fail" -gt 0 ]; then
     broken="$broken $v"
-    grep -A6 '^not ok ' "$tap" | sed 's/^/    /' | head -80
+    grep -A6 '^not ok ' "$tap" | excerpt | head -80
   fi
-  line="$v: $pass passed, $fail failed$note ($(($(now) - t0)) s)"
+  line="$v: passed $pass, failed $fail$note ($(($(now) - t0)) s)"
   echo "$line"
   summary="$summary$line\n"
   total_pass=$((total_pass + pass))
