@@ -68,6 +68,10 @@ cross-all:
 matrix:
 	tools/matrix.sh
 
+# `luarocks make` for each Lua version into a local tree, then `require "luws"` from it.
+luarocks:
+	tools/luarocks.sh
+
 # Release archives for Luup users (host build plus every cross build present).
 dist: module
 	tools/dist.sh

@@ -60,6 +60,7 @@ for _, path in ipairs(candidates) do
     f:close()
     local open, err = loadlib(path, "luaopen_luws")
     if open then
+      ---@type luws
       local api = open()
       if type(modname) == "string" then
         package.loaded[modname] = api

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 demo_pkgs=(lua5.1 pkg-config libssl-dev python3-pip)
-test_pkgs=(lua5.2 lua5.3 lua5.4 luajit lua-busted lua-socket lua-sec luarocks openssl strace valgrind
+test_pkgs=(lua5.2 lua5.3 lua5.4 luajit liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev lua-busted lua-socket lua-sec luarocks openssl strace valgrind
   make gcc libc6-dev)
 
 pkgs=("${demo_pkgs[@]}")

@@ -228,6 +228,17 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
     })
 }
 
+/// A number as LuWS gives it: an integer when whole and within `lua_Integer` (so Lua 5.3+ shows
+/// `65535`, not `65535.0`; `lua_Integer` is 32-bit on 32-bit targets such as Vera), else a float.
+fn whole(n: f64) -> Value {
+    let fits = n >= mlua::Integer::MIN as f64 && n < mlua::Integer::MAX as f64;
+    if n.fract() == 0.0 && fits {
+        Value::Integer(n as mlua::Integer)
+    } else {
+        Value::Number(n)
+    }
+}
+
 /// Writes LuWS's defaults into the caller's table where it left them unset (LuWS does this,
 /// and code may read them back).
 pub fn fill_defaults(t: &Table, spec: &OpenSpec) -> mlua::Result<()> {
@@ -240,10 +251,10 @@ pub fn fill_defaults(t: &Table, spec: &OpenSpec) -> mlua::Result<()> {
     };
     set(
         "receive_timeout",
-        Value::Number(s.receive_timeout.map_or(0.0, |d| d.as_secs_f64())),
+        whole(s.receive_timeout.map_or(0.0, |d| d.as_secs_f64())),
     )?;
-    set("receive_chunk_size", Value::Integer(s.chunk_size as _))?;
-    set("max_payload_size", Value::Number(s.max_payload_size as f64))?;
+    set("receive_chunk_size", whole(s.chunk_size as f64))?;
+    set("max_payload_size", whole(s.max_payload_size as f64))?;
     set("use_masking", Value::Boolean(true))?;
     Ok(())
 }
