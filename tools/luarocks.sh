@@ -6,7 +6,7 @@
 #   tools/luarocks.sh [lua51 lua52 lua53 lua54 luajit]   (default: all five)
 #
 # Needs Debian's luarocks and the Lua headers of each version (liblua5.x-dev,
-# libluajit-5.1-dev). Cargo builds go to target/matrix/<ver> (shared with tools/matrix.sh, so
+# libluajit-5.1-dev). Cargo builds go to target/matrix/build (shared with tools/matrix.sh, so
 # a matrix run beforehand makes this quick); trees go to target/luarocks-tree/<ver>.
 # Prints "<ver>: ok|FAILED" per version and a last line "N passed, N failed".
 
@@ -32,7 +32,7 @@ for v in $VERSIONS; do
   rm -rf "$tree"
   mkdir -p "$tree"
   # shellcheck disable=SC2086 # $extra is a list of VAR=VALUE words
-  if LUWS_TARGET_DIR="target/matrix/$v" luarocks --lua-version "$lv" make --tree "$tree" \
+  if LUWS_TARGET_DIR="target/matrix/build" luarocks --lua-version "$lv" make --tree "$tree" \
        luws-scm-1.rockspec $extra >"$log" 2>&1 &&
      got=$("$lua" -e "
        package.cpath = '$tree/lib/lua/$lv/?.so;' .. package.cpath

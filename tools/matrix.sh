@@ -4,8 +4,8 @@
 #
 #   tools/matrix.sh [lua51 lua52 lua53 lua54 luajit]   (default: all five)
 #
-# Each version builds in its own target directory (target/matrix/<ver>), so the builds never wait
-# on the lock of the main target/; the module is copied to target/matrix/<ver>/lua/luws.so and
+# The versions build in one shared directory (target/matrix/build; Lua 5.1 reuses target/), and
+# each module is copied to target/matrix/<ver>/lua/luws.so, where
 # the specs find it through LUWS_CPATH (spec/helper.lua); LUWS_LUA names the interpreter for
 # specs that start child interpreters. Needs Debian's lua5.x/luajit interpreters with busted and
 # LuaSocket for each, python3 with websockets, and cargo.
@@ -75,7 +75,11 @@ for v in $VERSIONS; do
 
   if [ "${MATRIX_NO_BUILD:-}" != 1 ]; then
     mkdir -p "$dir"
-    if ! CARGO_TARGET_DIR="$dir" cargo build --release --no-default-features \
+    # One shared build directory: only mlua and luws differ between versions, so every other
+    # crate compiles once (the Lua 5.1 default build reuses the main target/ itself).
+    build_dir=target/matrix/build
+    [ "$v,$FEATURES_EXTRA" = "lua51,module,tls-native" ] && build_dir=target
+    if ! CARGO_TARGET_DIR="$build_dir" cargo build --release --no-default-features \
         --features "$v,$FEATURES_EXTRA" >"$dir/build.log" 2>&1; then
       tail -30 "$dir/build.log" | sed 's/^/    /'
       echo "$v: build failed (log: $dir/build.log)"
@@ -84,8 +88,7 @@ for v in $VERSIONS; do
       total_fail=$((total_fail + 1))
       continue
     fi
-    mkdir -p "$dir/lua"
-    cp "$dir/release/libluws.so" "$dir/lua/luws.so"
+    tools/install-module.sh "$build_dir/release/libluws.so" "$dir/lua"
   fi
   if [ ! -f "$dir/lua/luws.so" ]; then
     echo "$v: $dir/lua/luws.so missing"
