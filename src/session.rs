@@ -110,14 +110,14 @@ pub enum Event {
     Paused,
 }
 
-/// What a send carries.
+/// What a send carries (`Bytes`, so a Lua string can be lent without a copy).
 pub enum Outgoing {
-    Text(Vec<u8>),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
     /// A Close body as given by the user: empty, or a 2-byte code and a UTF-8 reason.
-    Close(Vec<u8>),
+    Close(Bytes),
 }
 
 /// One open (or formerly open) WebSocket connection.
@@ -633,18 +633,18 @@ fn await_peer_close(ws: &mut Ws, deadline: Instant) {
 }
 
 fn to_message(out: Outgoing) -> Result<Message, SendFailure> {
-    let control = |v: Vec<u8>| {
+    let control = |v: Bytes| {
         if v.len() > 125 {
             Err(SendFailure::ControlTooLarge)
         } else {
-            Ok(Bytes::from(v))
+            Ok(v)
         }
     };
     Ok(match out {
-        Outgoing::Text(v) => Message::Text(
-            Utf8Bytes::try_from(Bytes::from(v)).map_err(|_| SendFailure::InvalidUtf8)?,
-        ),
-        Outgoing::Binary(v) => Message::Binary(Bytes::from(v)),
+        Outgoing::Text(v) => {
+            Message::Text(Utf8Bytes::try_from(v).map_err(|_| SendFailure::InvalidUtf8)?)
+        }
+        Outgoing::Binary(v) => Message::Binary(v),
         Outgoing::Ping(v) => Message::Ping(control(v)?),
         Outgoing::Pong(v) => Message::Pong(control(v)?),
         Outgoing::Close(v) => Message::Close(close_frame(control(v)?)?),
@@ -722,15 +722,15 @@ mod tests {
     #[test]
     fn control_frames_are_limited_to_125_bytes() {
         assert!(matches!(
-            to_message(Outgoing::Ping(vec![0; 125])),
+            to_message(Outgoing::Ping(Bytes::from(vec![0; 125]))),
             Ok(Message::Ping(_))
         ));
         assert_eq!(
-            to_message(Outgoing::Ping(vec![0; 126])).err(),
+            to_message(Outgoing::Ping(Bytes::from(vec![0; 126]))).err(),
             Some(SendFailure::ControlTooLarge)
         );
         assert_eq!(
-            to_message(Outgoing::Text(vec![0xff])).err(),
+            to_message(Outgoing::Text(Bytes::from(vec![0xff]))).err(),
             Some(SendFailure::InvalidUtf8)
         );
     }

@@ -14,6 +14,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, SendFailure};
 use crate::open::{OpenSpec, open_blocking};
 use crate::session::{Event, Outgoing};
+use tungstenite::Bytes;
 
 pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
@@ -205,23 +206,39 @@ fn opcode(v: &Value, func: &'static str) -> mlua::Result<u8> {
     }
 }
 
+/// A Lua string lent to the frame writer without a copy (masking copies it into the socket
+/// buffer anyway). The borrow keeps the string alive; Lua strings never move.
+struct LuaBytes(mlua::BorrowedBytes);
+
+// SAFETY: `Bytes::from_owner` asks for Send, but these bytes never leave the Lua thread: a send
+// formats the frame (copying the payload) and drops the message before `Session::send` returns,
+// and a session never crosses threads.
+unsafe impl Send for LuaBytes {}
+
+impl AsRef<[u8]> for LuaBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A Lua string as `Bytes`, without copying it.
+pub fn lua_bytes(s: &mlua::LuaString) -> Bytes {
+    Bytes::from_owner(LuaBytes(s.as_bytes()))
+}
+
 /// The bytes of `data`: a string, nil (empty), or an LTN12 source drained into one message.
-fn payload(
-    lua: &Lua,
-    data: Value,
-    func: &'static str,
-) -> mlua::Result<Result<Vec<u8>, SendFailure>> {
+fn payload(lua: &Lua, data: Value, func: &'static str) -> mlua::Result<Result<Bytes, SendFailure>> {
     match data {
-        Value::Nil => Ok(Ok(Vec::new())),
-        Value::String(s) => Ok(Ok(s.as_bytes().to_vec())),
+        Value::Nil => Ok(Ok(Bytes::new())),
+        Value::String(s) => Ok(Ok(lua_bytes(&s))),
         // Numbers become text the way this Lua's tostring writes them.
-        Value::Integer(_) | Value::Number(_) => Ok(Ok(lua_text(lua, data)?)),
+        Value::Integer(_) | Value::Number(_) => Ok(Ok(Bytes::from(lua_text(lua, data)?))),
         Value::Function(src) => {
             let mut out = Vec::new();
             loop {
                 match src.call::<(Value, Value)>(()) {
                     Ok((Value::String(s), _)) => out.extend_from_slice(&s.as_bytes()),
-                    Ok((Value::Nil, Value::Nil)) => return Ok(Ok(out)),
+                    Ok((Value::Nil, Value::Nil)) => return Ok(Ok(Bytes::from(out))),
                     Ok((Value::Nil, err)) => {
                         return Ok(Err(SendFailure::Source(
                             err.to_string().unwrap_or_default(),

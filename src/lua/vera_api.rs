@@ -263,8 +263,10 @@ fn send(
 ) -> mlua::Result<(bool, Option<String>)> {
     let ud = wso(1, "send", v)?;
     let bytes = match data {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Integer(_) | Value::Number(_) => super::luws_api::lua_text(lua, data)?,
+        Value::String(s) => super::luws_api::lua_bytes(&s),
+        Value::Integer(_) | Value::Number(_) => {
+            tungstenite::Bytes::from(super::luws_api::lua_text(lua, data)?)
+        }
         other => return Err(expected(2, "send", "string", &other)),
     };
     let out = if binary.as_boolean().unwrap_or(false) {
@@ -297,7 +299,9 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
         State::Open(mut s) => {
             s.stop_notifier();
             let deadline = Instant::now() + s.config().close_timeout;
-            match s.send(Outgoing::Close(1000u16.to_be_bytes().to_vec())) {
+            match s.send(Outgoing::Close(tungstenite::Bytes::copy_from_slice(
+                &1000u16.to_be_bytes(),
+            ))) {
                 Ok(()) => State::Closing(s, deadline),
                 // Already gone: loop() reports the close.
                 Err(_) => State::Closing(s, Instant::now()),
