@@ -523,16 +523,11 @@ describe("misuse", function()
       end
     end)
 
-    -- Known difference (reported): mlua raises its own error userdata, whose tostring() is the
-    -- message plus a traceback, where Lua's argument errors are strings; `"x" .. err` and
-    -- err:match() then fail in the caller's error path. Pending until luws converts them.
+    -- A caller's error path (`"failed: " .. err`, err:match()) must work on what luws raises.
     it("raised errors are plain strings, as Lua's own argument errors are", function()
       local ok, err = pcall(luws.wssend, "not a conn", 1, "x")
       assert.is_false(ok)
-      if type(err) ~= "string" then
-        pending("raised errors are " .. type(err) .. "s (mlua's), not strings")
-        return
-      end
+      assert.equal("string", type(err))
       assert.equal("bad argument #1 to 'wssend' (luws connection expected, got string)",
         (err:gsub("^[^\n]-:%d+: ", "")))
     end)

@@ -25,5 +25,33 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     luws_api::register(lua, &t)?;
     vera_api::register(lua, &t)?;
     t.set("wait", lua.create_function(wait::wait)?)?;
+    plain_errors(lua, &t)?;
     Ok(t)
+}
+
+/// Makes the API functions raise plain strings, as Lua's own libraries do: mlua raises errors
+/// as userdata, and a caller's `"failed: " .. err` would then fail inside its error path.
+/// The message keeps its first line (the traceback mlua appends is dropped).
+fn plain_errors(lua: &Lua, t: &Table) -> Result<()> {
+    lua.load(
+        r#"
+        local t = ...
+        local pcall, error, type, tostring, pairs = pcall, error, type, tostring, pairs
+        local function check(ok, ...)
+          if ok then return ... end
+          local e = ...
+          if type(e) ~= "string" then e = tostring(e) end
+          error((e:gsub("\nstack traceback:.*$", "")), 0)
+        end
+        local wrapped = {}
+        for name, f in pairs(t) do
+          if type(f) == "function" then
+            wrapped[name] = function(...) return check(pcall(f, ...)) end
+          end
+        end
+        for name, f in pairs(wrapped) do t[name] = f end
+        "#,
+    )
+    .set_name("=luws")
+    .call::<()>(t.clone())
 }
