@@ -6,25 +6,7 @@
 local H = spec_helper
 local luws = H.luws
 
---- VmRSS of this process in KiB.
-local function rss()
-  local f = assert(io.open("/proc/self/status"))
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
-
---- This process's descriptors: { [fd] = what it points to }.
-local function fd_table()
-  local t = {}
-  local p = io.popen("ls -l /proc/" .. H.pid() .. "/fd 2>/dev/null")
-  for line in p:lines() do
-    local fd, target = line:match(" (%d+) %-> (.*)$")
-    if fd then t[tonumber(fd)] = target end
-  end
-  p:close()
-  return t
-end
+local rss, fd_table = H.rss, H.fd_table
 
 --- Asserts that no descriptor was added since `before` (a fd_table()); names any that was.
 local function assert_no_new_fds(before)

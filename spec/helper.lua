@@ -71,6 +71,26 @@ function H.open(url, handler, opts)
   return conn
 end
 
+--- VmRSS of this process in KiB.
+function H.rss()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+--- This process's descriptors: { [fd] = what it points to }.
+function H.fd_table()
+  local t = {}
+  local p = io.popen("ls -l /proc/" .. H.pid() .. "/fd 2>/dev/null")
+  for line in p:lines() do
+    local fd, target = line:match(" (%d+) %-> (.*)$")
+    if fd then t[tonumber(fd)] = target end
+  end
+  p:close()
+  return t
+end
+
 --- What descriptor `fd` of this process refers to ("socket:[1234]"), or nil when it is closed.
 function H.fd_target(fd)
   local p = io.popen("readlink /proc/" .. H.pid() .. "/fd/" .. tostring(fd) .. " 2>/dev/null")

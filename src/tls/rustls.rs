@@ -598,6 +598,21 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     }
 
     /// Sends "hi" and expects it back; on a non-blocking stream, retries on WouldBlock.
+    /// The server's certificate names localhost and 127.0.0.1: both pass, another name fails.
+    fn accepted_by_name_and_ip_only(c: &Connector, cert: &'static str, key: &'static str) {
+        for host in ["localhost", "127.0.0.1"] {
+            let (port, server) = Serve::new(cert, key).spawn();
+            let mut s = handshake_blocking(c, host, port).unwrap();
+            echo(&mut s);
+            assert!(server.join().unwrap().is_ok());
+        }
+        let (port, _server) = Serve::new(cert, key).spawn();
+        assert_eq!(
+            err_of(handshake_blocking(c, "example.com", port)),
+            "certificate verify failed (hostname mismatch)"
+        );
+    }
+
     fn echo(s: &mut TlsStream) {
         let deadline = Instant::now() + WAIT;
         s.write_all(b"hi").unwrap();
@@ -800,17 +815,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
             ..settings(true)
         };
         let c = Connector::new(&ca).unwrap();
-        for host in ["localhost", "127.0.0.1"] {
-            let (port, server) = Serve::new(SERVER, SERVER_KEY).spawn();
-            let mut s = handshake_blocking(&c, host, port).unwrap();
-            echo(&mut s);
-            assert!(server.join().unwrap().is_ok());
-        }
-        let (port, _server) = Serve::new(SERVER, SERVER_KEY).spawn();
-        assert_eq!(
-            err_of(handshake_blocking(&c, "example.com", port)),
-            "certificate verify failed (hostname mismatch)"
-        );
+        accepted_by_name_and_ip_only(&c, SERVER, SERVER_KEY);
         // Without the CA file, the system roots do not know our test CA.
         let c = Connector::new(&settings(true)).unwrap();
         let (port, _server) = Serve::new(SERVER, SERVER_KEY).spawn();
@@ -828,17 +833,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
             ..settings(true)
         };
         let c = Connector::new(&pinned).unwrap();
-        for host in ["localhost", "127.0.0.1"] {
-            let (port, server) = Serve::new(SELF, SELF_KEY).spawn();
-            let mut s = handshake_blocking(&c, host, port).unwrap();
-            echo(&mut s);
-            assert!(server.join().unwrap().is_ok());
-        }
-        let (port, _server) = Serve::new(SELF, SELF_KEY).spawn();
-        assert_eq!(
-            err_of(handshake_blocking(&c, "example.com", port)),
-            "certificate verify failed (hostname mismatch)"
-        );
+        accepted_by_name_and_ip_only(&c, SELF, SELF_KEY);
         // Not pinned: webpki's refusal stands.
         let other = TlsSettings {
             cafile: Some(temp_file(CA)),
