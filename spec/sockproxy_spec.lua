@@ -218,3 +218,28 @@ describe("the connect option (SockProxy)", function()
     sock:close()
   end)
 end)
+
+describe("the connect option's socket", function()
+  -- Regression: luws closed the original descriptor even when the object could not let go of
+  -- it (no setfd), so the object's own close later hit whatever reused that number.
+  it("stays with an object that has getfd but no setfd; luws works on its own copy", function()
+    local H = spec_helper
+    local echo = H.server("echo")
+    local sock = H.socket.tcp()
+    sock:settimeout(5)
+    assert(sock:connect("127.0.0.1", echo.port))
+    local fd = sock:getfd()
+    local target = H.fd_target(fd)
+    local handler, got = H.recorder()
+    local conn = H.open(echo.url("/"), handler, {
+      connect = function() return { getfd = function() return fd end } end,
+    })
+    assert.equal(target, H.fd_target(fd))
+    assert.not_equal(fd, conn:getfd())
+    assert.is_true(H.luws.wssend(conn, 1, "through a copy"))
+    assert.is_true(H.pump(conn, function() return #got >= 1 end))
+    assert.same({ 1, "through a copy" }, got[1])
+    H.luws.wsclose(conn)
+    sock:close()
+  end)
+end)

@@ -162,13 +162,7 @@ fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, E
             _ => Ok(Value::Nil),
         }
     };
-    let fd = match call("getfd", MultiValue::new())? {
-        // lua_Integer is 32-bit on 32-bit targets (Vera), 64-bit elsewhere.
-        #[allow(clippy::unnecessary_cast)]
-        Value::Integer(i) => i as i64,
-        Value::Number(n) => n as i64,
-        _ => -1,
-    };
+    let fd = fd_number(&call("getfd", MultiValue::new())?);
     if fd < 0 || fd > i32::MAX as i64 || !crate::sys::is_socket(fd as i32) {
         return Ok(Err(Error::NoSocket));
     }
@@ -182,12 +176,27 @@ fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, E
     let tcp = unsafe { TcpStream::from_raw_fd(own) };
     let mut forget = MultiValue::new();
     forget.push_back(Value::Integer(-1));
-    if call("setfd", forget).is_ok() {
+    // Close the original only when the object demonstrably let go of it (an object without a
+    // working setfd keeps its descriptor, and closes it itself; our copy stays valid).
+    let let_go = call("setfd", forget).is_ok()
+        && call("getfd", MultiValue::new()).is_ok_and(|v| fd_number(&v) != fd);
+    if let_go {
         // SAFETY: the Lua object no longer refers to `fd`, so closing it here is ours to do.
         unsafe { libc::close(fd as i32) };
     }
     crate::tcp::tune(&tcp);
     Ok(Ok(tcp))
+}
+
+/// A descriptor number as a Lua object reports it (`getfd`), or -1.
+fn fd_number(v: &Value) -> i64 {
+    match v {
+        // lua_Integer is 32-bit on 32-bit targets (Vera), 64-bit elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        Value::Integer(i) => *i as i64,
+        Value::Number(n) => *n as i64,
+        _ => -1,
+    }
 }
 
 fn opcode(v: &Value, func: &'static str) -> mlua::Result<u8> {
