@@ -25,7 +25,7 @@ use crate::tls::{Connector, Handshake, MidHandshake};
 enum Stage {
     /// A helper thread resolves the name; it writes a byte to `wake` when done.
     Resolving {
-        answer: mpsc::Receiver<Result<Vec<SocketAddr>, String>>,
+        answer: mpsc::Receiver<Resolved>,
         wake: UnixStream,
     },
     /// A TCP connect is in flight; `rest` are the addresses to try next.
@@ -45,10 +45,18 @@ enum Stage {
     Over,
 }
 
+/// What the resolver found: the peer's addresses, and the `notify` target's.
+type Resolved = (
+    Result<Vec<SocketAddr>, String>,
+    Option<Result<Vec<SocketAddr>, String>>,
+);
+
 /// A connection being opened.
 pub struct Connecting {
     spec: OpenSpec,
     stage: Stage,
+    /// The `notify` target's address, once resolved.
+    notify_addr: Option<SocketAddr>,
     connect_deadline: Instant,
     handshake_deadline: Option<Instant>,
 }
@@ -65,16 +73,25 @@ impl Connecting {
         let connect_deadline = Instant::now() + spec.connect_timeout;
         let (tx, answer) = mpsc::channel();
         let stage = match UnixStream::pair() {
-            Ok((wake, mut signal)) => {
+            Ok((wake, signal)) => {
                 let (host, port) = (spec.endpoint.host.clone(), spec.endpoint.port);
+                let notify = spec.notify.as_ref().map(|t| (t.host.clone(), t.port));
                 let _ = wake.set_nonblocking(true);
                 // The thread never touches Lua; if the opening is abandoned it just finds the
-                // channel closed. The library is kept resident, so it can outlive the state.
-                let mut resolve = move || {
-                    let _ = tx.send(tcp::resolve(&host, port));
-                    let _ = signal.write_all(&[1]);
+                // channel (and the wake socket) closed. The library is kept resident, so it
+                // can outlive the state.
+                let resolve = move || {
+                    let found = (
+                        tcp::resolve(&host, port),
+                        notify.as_ref().map(|(h, p)| tcp::resolve(h, *p)),
+                    );
+                    let _ = tx.send(found);
+                    crate::sys::poke(signal.as_raw_fd());
                 };
-                if spec.endpoint.host.parse::<std::net::IpAddr>().is_ok() {
+                let literal = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
+                if literal(&spec.endpoint.host)
+                    && spec.notify.as_ref().is_none_or(|t| literal(&t.host))
+                {
                     resolve(); // an IP literal needs no resolver thread
                     Stage::Resolving { answer, wake }
                 } else {
@@ -92,6 +109,7 @@ impl Connecting {
         Connecting {
             spec,
             stage,
+            notify_addr: None,
             connect_deadline,
             handshake_deadline: None,
         }
@@ -140,8 +158,13 @@ impl Connecting {
             let stage = std::mem::replace(&mut self.stage, Stage::Over);
             let next = match stage {
                 Stage::Resolving { answer, wake } => match answer.try_recv() {
-                    Ok(Ok(addrs)) => self.connect_next(addrs)?,
-                    Ok(Err(reason)) => return Err(self.connect_error(reason)),
+                    Ok((Ok(addrs), notify)) => {
+                        if let (Some(t), Some(found)) = (&self.spec.notify, notify) {
+                            self.notify_addr = Some(tcp::first_address(t, found)?);
+                        }
+                        self.connect_next(addrs)?
+                    }
+                    Ok((Err(reason), _)) => return Err(self.connect_error(reason)),
                     Err(mpsc::TryRecvError::Empty) => {
                         if now >= self.connect_deadline {
                             return Err(self.connect_error("timeout".into()));
@@ -299,8 +322,11 @@ impl Connecting {
                             let leftover = buf.split_off(header_len);
                             let mut session =
                                 Session::new(transport, leftover, self.spec.session.clone());
-                            if let Some(t) = &self.spec.notify {
-                                session.start_notifier(t.clone()).map_err(io_fail)?;
+                            if let (Some(t), Some(addr)) = (&self.spec.notify, self.notify_addr) {
+                                // As wsopen reports it: the connection could not be set up.
+                                session
+                                    .start_notifier(t.clone(), addr)
+                                    .map_err(|e| self.connect_error(io_words(&e)))?;
                             }
                             return Ok(Progress::Ready(Box::new(session)));
                         }

@@ -68,6 +68,11 @@ pub enum Error {
         msg: String,
     },
 
+    /// A method called on something that is not its object (`conn.send(42)`), in the words of
+    /// Lua's own `luaL_argerror` for a method call.
+    #[error("calling '{func}' on bad self ({msg})")]
+    BadSelf { func: &'static str, msg: String },
+
     /// An option of the wrong type or value (raised as a Lua error).
     #[error("bad option '{name}' to '{func}' ({msg})")]
     BadOption {
@@ -122,6 +127,10 @@ pub enum SendFailure {
     Timeout,
     #[error("closed")]
     Closed,
+    /// Unsent output already exceeds `send_buffer`: the message is refused, the connection
+    /// stays open.
+    #[error("buffer full")]
+    BufferFull,
     /// RFC 6455 §5.5: control frames carry at most 125 bytes.
     #[error("control frame payload over 125 bytes")]
     ControlTooLarge,

@@ -25,6 +25,7 @@ pub mod stream;
 pub mod sys;
 pub mod tcp;
 pub mod tls;
+pub mod unmask;
 
 // A module build leaves Lua's symbols to the host, so a unit-test binary cannot link the Lua
 // layer; `cargo test` covers the core, and `--features vendored` the rest.

@@ -4,17 +4,20 @@
 //! application has received (`rearm`). A peer hang-up is reported at once, armed or not, and
 //! again after each receive until the application has seen the close and stopped the watcher.
 //!
-//! The thread never calls into Lua. It is stopped and joined before its socket closes, so it
-//! cannot watch a reused descriptor; the library stays resident (`sys::keep_resident`), so a
-//! host that unloads the module while a watcher finishes cannot crash.
+//! The Lua thread never waits for the watcher: in a one-threaded host (openLuup) the watcher's
+//! request is answered by the very thread that would wait, so stopping is a signal, and the
+//! thread exits by itself (the library stays resident, `sys::keep_resident`). A gate shared
+//! with `stop` makes "stopped" and "request written" mutually exclusive, so no request is
+//! written once the application has been told the connection ended; the watcher holds it only
+//! across one non-blocking send of the request. The thread never calls into Lua, and never
+//! resolves a name: the host's address is resolved at open, within `connect_timeout`.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where and what to notify (the `notify` option).
@@ -58,55 +61,80 @@ fn encode(s: &str) -> String {
 
 /// A running watcher.
 pub struct Notifier {
-    stop: Arc<AtomicBool>,
-    armed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     /// Writing a byte wakes the watcher (to stop, or to re-arm).
     wake: UnixStream,
-    thread: Option<JoinHandle<()>>,
 }
 
-/// How long the watcher waits for Luup: the request goes to a local process.
+/// What the Lua thread and the watcher share.
+struct Shared {
+    stopped: AtomicBool,
+    armed: AtomicBool,
+    /// Held while checking `stopped` and writing a request (one non-blocking send), and while
+    /// setting `stopped`.
+    gate: Mutex<()>,
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Nothing panics while holding the gate; a poisoned one still guards nothing else.
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long one notification may take, connect to the end of the reply: the request goes to a
+/// local process, and the watcher is alone in waiting for it.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Reply bytes read (and discarded) at most; a reply is a few hundred bytes.
+const REPLY_LIMIT: usize = 1 << 20;
+
 impl Notifier {
-    /// Starts watching `fd` (owned by the caller, who must `stop` before closing it);
-    /// `pending` sends a first notification at once (data is already buffered).
-    pub fn spawn(fd: RawFd, target: NotifyTarget, pending: bool) -> std::io::Result<Notifier> {
+    /// Starts watching `fd` (owned by the caller, who must `stop` before closing it), sending
+    /// to `addr` (the target's host, resolved); `pending` sends a first notification at once
+    /// (data is already buffered).
+    pub fn spawn(
+        fd: RawFd,
+        target: NotifyTarget,
+        addr: SocketAddr,
+        pending: bool,
+    ) -> std::io::Result<Notifier> {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let armed = Arc::new(AtomicBool::new(!pending));
-        let (s, a) = (stop.clone(), armed.clone());
-        let thread = std::thread::Builder::new()
+        wake.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            stopped: AtomicBool::new(false),
+            armed: AtomicBool::new(!pending),
+            gate: Mutex::new(()),
+        });
+        let s = shared.clone();
+        let request = Request { target, addr };
+        std::thread::Builder::new()
             .name("luws-notify".into())
             .spawn(move || {
                 if pending {
-                    request(&target);
+                    request.send(&s);
                 }
-                watch(fd, wake_rx, s, a, target)
+                watch(fd, wake_rx, &s, &request)
             })?;
-        Ok(Notifier {
-            stop,
-            armed,
-            wake,
-            thread: Some(thread),
-        })
+        Ok(Notifier { shared, wake })
     }
 
     /// The application has received: notify again on the next arrival.
     pub fn rearm(&self) {
-        if !self.armed.swap(true, Ordering::AcqRel) {
-            let _ = (&self.wake).write(&[1]);
+        if !self.shared.armed.swap(true, Ordering::AcqRel) {
+            crate::sys::poke(self.wake.as_raw_fd());
         }
     }
 
-    /// Stops the watcher and waits for it (at most one notification request's time).
+    /// Stops the watcher without waiting for it: once this returns, it writes no request. The
+    /// thread itself ends on its own, at the latest when a request in progress times out.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = (&self.wake).write(&[1]);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        {
+            let _g = self.shared.gate();
+            self.shared.stopped.store(true, Ordering::Release);
         }
+        crate::sys::poke(self.wake.as_raw_fd());
     }
 }
 
@@ -116,21 +144,19 @@ impl Drop for Notifier {
     }
 }
 
-fn watch(
-    fd: RawFd,
-    wake: UnixStream,
-    stop: Arc<AtomicBool>,
-    armed: Arc<AtomicBool>,
-    target: NotifyTarget,
-) {
+fn watch(fd: RawFd, wake: UnixStream, shared: &Shared, request: &Request) {
     let mut drain = [0u8; 64];
     // A hang-up is a lasting state, not an event: it is reported at once (armed or not), then
     // again after each receive that did not end the connection (a receive may stop before the
     // end of the stream, e.g. on its read budget or after a short read), until the
     // application has seen the close and stopped us.
     let mut hangup_reported = false;
+    let (stopped, armed) = (&shared.stopped, &shared.armed);
     loop {
-        if stop.load(Ordering::Acquire) {
+        // Checked before every poll: the descriptor may be closed (and its number reused) only
+        // after `stopped` is set and the wake byte written, so a poll that starts before the
+        // close returns at once.
+        if stopped.load(Ordering::Acquire) {
             return;
         }
         let armed_now = armed.load(Ordering::Acquire);
@@ -162,7 +188,7 @@ fn watch(
         if fds[1].revents != 0 {
             while matches!((&wake).read(&mut drain), Ok(n) if n > 0) {}
         }
-        if stop.load(Ordering::Acquire) {
+        if stopped.load(Ordering::Acquire) {
             return;
         }
         let rev = fds[0].revents;
@@ -171,51 +197,196 @@ fn watch(
             if !hangup_reported || armed.swap(false, Ordering::AcqRel) {
                 armed.store(false, Ordering::Release);
                 hangup_reported = true;
-                request(&target);
+                request.send(shared);
             }
             continue;
         }
         if rev & libc::POLLIN != 0 && armed.swap(false, Ordering::AcqRel) {
-            request(&target);
+            request.send(shared);
         }
     }
 }
 
-/// One GET to Luup. Only the status line is read: openLuup keeps connections open for ~90 s
-/// whatever the request says, so reading to the end would stall every notification.
-fn request(t: &NotifyTarget) {
-    let deadline = Instant::now() + HTTP_TIMEOUT;
-    let Some(addr) = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-    else {
-        return;
-    };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT) else {
-        return;
-    };
-    let _ = s.set_nodelay(true);
-    let _ = s.set_write_timeout(Some(HTTP_TIMEOUT));
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nUser-Agent: luws\r\n\r\n",
-        t.path(),
-        t.host,
-        t.port
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return;
-    }
-    let mut buf = [0u8; 256];
-    let mut seen = Vec::new();
-    while !seen.windows(2).any(|w| w == b"\r\n") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+/// One notification: where to send it and what.
+struct Request {
+    target: NotifyTarget,
+    addr: SocketAddr,
+}
+
+impl Request {
+    /// One GET to Luup, then its reply read to the end (Content-Length, or chunked to the last
+    /// chunk), so the host finishes writing before we close: openLuup logs an error for every
+    /// reply it cannot write whole, and keeps the connection open ~90 s whatever the request
+    /// says, so reading to the server's close would stall every notification.
+    fn send(&self, shared: &Shared) {
+        let deadline = Instant::now() + HTTP_TIMEOUT;
+        if shared.stopped.load(Ordering::Acquire) {
             return;
         }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, HTTP_TIMEOUT) else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let t = &self.target;
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nUser-Agent: luws\r\n\r\n",
+            t.path(),
+            t.host,
+            t.port
+        );
+        {
+            let _g = shared.gate();
+            if shared.stopped.load(Ordering::Acquire) || s.set_nonblocking(true).is_err() {
+                return;
+            }
+            // A fresh connection takes a few hundred bytes at once; if it does not, the
+            // notification is dropped rather than finished after a stop.
+            if !matches!(s.write(req.as_bytes()), Ok(n) if n == req.len()) {
+                return;
+            }
+        }
+        if s.set_nonblocking(false).is_ok() {
+            read_reply(&mut s, deadline);
+        }
+    }
+}
+
+/// Reads one HTTP response to its end, or until `deadline`; the body is discarded.
+fn read_reply(s: &mut TcpStream, deadline: Instant) {
+    let mut r = Reply {
+        s,
+        deadline,
+        buf: Vec::new(),
+        total: 0,
+    };
+    let (head_len, framing) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&r.buf) {
+            Ok(httparse::Status::Complete(n)) => break (n, Framing::of(&resp)),
+            Ok(httparse::Status::Partial) if r.fill() => {}
+            _ => return,
+        }
+    };
+    r.buf.drain(..head_len);
+    match framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            let _ = r.skip(n);
+        }
+        Framing::Chunked => r.chunks(),
+        Framing::ToEof => {
+            while r.fill() {
+                r.buf.clear();
+            }
+        }
+    }
+}
+
+/// How a response's body ends (RFC 9112 §6.3).
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    ToEof,
+}
+
+impl Framing {
+    fn of(resp: &httparse::Response) -> Framing {
+        if matches!(resp.code, Some(100..=199 | 204 | 304)) {
+            return Framing::Empty;
+        }
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+        };
+        if header("transfer-encoding").is_some_and(|v| v.ends_with("chunked")) {
+            return Framing::Chunked;
+        }
+        match header("content-length").map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) => Framing::Length(n),
+            Some(Err(_)) => Framing::Empty,
+            None => Framing::ToEof,
+        }
+    }
+}
+
+/// A response being read: bytes received and not yet consumed.
+struct Reply<'a> {
+    s: &'a mut TcpStream,
+    deadline: Instant,
+    buf: Vec<u8>,
+    total: usize,
+}
+
+impl Reply<'_> {
+    /// Reads more; false at the end of the stream, on an error, on the deadline or the limit.
+    fn fill(&mut self) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || self.total >= REPLY_LIMIT
+            || self.s.set_read_timeout(Some(left)).is_err()
+        {
+            return false;
+        }
+        let mut chunk = [0u8; 4096];
+        match self.s.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.total += n;
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Consumes `n` body bytes; false when the stream ends first.
+    fn skip(&mut self, mut n: u64) -> bool {
+        loop {
+            let here = (self.buf.len() as u64).min(n);
+            self.buf.drain(..here as usize);
+            n -= here;
+            if n == 0 {
+                return true;
+            }
+            if !self.fill() {
+                return false;
+            }
+        }
+    }
+
+    /// Consumes a chunked body: chunks up to the zero-size one, then the trailer section.
+    fn chunks(&mut self) {
+        loop {
+            match httparse::parse_chunk_size(&self.buf) {
+                Ok(httparse::Status::Complete((used, 0))) => {
+                    self.buf.drain(..used);
+                    break;
+                }
+                Ok(httparse::Status::Complete((used, size))) => {
+                    self.buf.drain(..used);
+                    // The chunk and its CRLF.
+                    if !self.skip(size.saturating_add(2)) {
+                        return;
+                    }
+                }
+                Ok(httparse::Status::Partial) if self.fill() => {}
+                _ => return,
+            }
+        }
+        // Trailer fields, then an empty line.
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let empty = i == 0;
+                self.buf.drain(..i + 2);
+                if empty {
+                    return;
+                }
+            } else if !self.fill() {
+                return;
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ impl OpenSpec {
 pub fn open_blocking(spec: &OpenSpec, tcp: Option<TcpStream>) -> Result<Session, Error> {
     let ep = &spec.endpoint;
     let connect_deadline = Instant::now() + spec.connect_timeout;
+    let notify_addr = match &spec.notify {
+        Some(t) => Some(crate::tcp::resolve_notify(t, connect_deadline)?),
+        None => None,
+    };
     let tcp = match tcp {
         Some(s) => s,
         None => crate::tcp::connect(ep, connect_deadline)?,
@@ -69,8 +73,8 @@ pub fn open_blocking(spec: &OpenSpec, tcp: Option<TcpStream>) -> Result<Session,
     tcp.set_write_timeout(None).map_err(io_fail)?;
     tcp.set_nonblocking(true).map_err(io_fail)?;
     let mut session = Session::new(transport, leftover, spec.session.clone());
-    if let Some(t) = &spec.notify {
-        session.start_notifier(t.clone()).map_err(io_fail)?;
+    if let (Some(t), Some(addr)) = (&spec.notify, notify_addr) {
+        session.start_notifier(t.clone(), addr).map_err(io_fail)?;
     }
     Ok(session)
 }

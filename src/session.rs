@@ -3,6 +3,11 @@
 //!
 //! The caller pulls one `Event` at a time and holds no borrow while it runs user code, so a
 //! message handler may send, receive or close on the same connection.
+//!
+//! Only `send` (for `send_timeout`) and `close` (for `close_timeout`) may wait. Everything a
+//! receive queues — pongs, the echo of a peer's Close, the Close of a failure — is written as
+//! the socket allows, by this and later calls; output is capped (`send_buffer`), and output
+//! that makes no progress for `send_timeout` fails the connection.
 
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,9 +29,17 @@ pub struct SessionConfig {
     pub receive_timeout: Option<Duration>,
     /// Send a ping after this much silence; fail when nothing answers within as long again.
     pub keepalive: Option<Duration>,
-    /// How long a send may wait for the socket to take its data; zero never waits (the rest
-    /// stays buffered and goes out on later calls).
+    /// How long a send may wait for the socket to take its data, and how long queued output
+    /// may make no progress before the connection fails; zero: sends never wait, and stalled
+    /// output fails after `STALL_DEFAULT`.
     pub send_timeout: Duration,
+    /// Whether a send waits (up to `send_timeout`) until its message is on the wire; if not,
+    /// the rest stays buffered and goes out on later calls (inside a Luup host).
+    pub sends_wait: bool,
+    /// Bytes of unsent output beyond which a new message is refused (`send error: buffer
+    /// full`) and automatic pongs are coalesced to the latest; a message sent when nothing is
+    /// pending is taken whatever its size.
+    pub send_buffer: usize,
     /// How long `close` waits for the peer's Close.
     pub close_timeout: Duration,
     /// Largest socket read, in bytes (LuWS `receive_chunk_size`).
@@ -35,6 +48,9 @@ pub struct SessionConfig {
     pub receive_budget: usize,
     /// Largest message, single frame or reassembled (LuWS `max_payload_size`).
     pub max_payload_size: usize,
+    /// Mask outgoing frames (RFC 6455 §5.3); LuWS's `use_masking = false` turns it off for
+    /// servers that cannot unmask.
+    pub masking: bool,
 }
 
 impl Default for SessionConfig {
@@ -42,11 +58,14 @@ impl Default for SessionConfig {
         SessionConfig {
             receive_timeout: None,
             keepalive: None,
-            send_timeout: Duration::from_secs(5),
+            send_timeout: STALL_DEFAULT,
+            sends_wait: true,
+            send_buffer: 1 << 20,
             close_timeout: Duration::from_secs(1),
             chunk_size: 4096,
             receive_budget: 64 * 1024,
             max_payload_size: 65535,
+            masking: true,
         }
     }
 }
@@ -59,8 +78,21 @@ impl SessionConfig {
             .write_buffer_size(0)
             .max_message_size(Some(self.max_payload_size))
             .max_frame_size(Some(self.max_payload_size))
+            .max_write_buffer_size(self.send_buffer.max(1))
+    }
+
+    /// How long output may make no progress before the connection fails.
+    fn stall_limit(&self) -> Duration {
+        if self.send_timeout.is_zero() {
+            STALL_DEFAULT
+        } else {
+            self.send_timeout
+        }
     }
 }
+
+/// The default `send_timeout`, and the stall limit when `send_timeout` is zero.
+pub const STALL_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Where the connection stands.
 enum Link {
@@ -68,8 +100,66 @@ enum Link {
     Open(Box<Ws>),
     /// We sent a Close (RFC 6455 §7.1.2): we still read, we may not send data.
     Closing(Box<Ws>),
+    /// The application has been told the connection ended, but queued output (the echo of the
+    /// peer's Close, or our Close after a failure) still drains, without blocking, until
+    /// `until`; then the socket closes.
+    Draining(Box<Drain>),
     /// The socket is closed; why is kept for the calls that follow.
     Closed(Ending),
+}
+
+/// A connection whose end was reported, finishing its output.
+struct Drain {
+    ws: Ws,
+    until: Instant,
+    /// After the output: half-close and discard input until the peer closes, so that unread
+    /// data does not turn our close into a reset that destroys the Close frame in flight.
+    linger: bool,
+    /// The write side is shut down (linger).
+    shut: bool,
+    /// Everything queued has been written.
+    flushed: bool,
+    why: Ending,
+}
+
+impl Drain {
+    /// Makes what progress the socket allows; true when nothing is left to do.
+    fn progress(&mut self) -> bool {
+        let timed_out = Instant::now() >= self.until;
+        if !self.flushed {
+            match ws_no_block(self.ws.flush()) {
+                Ok(Some(())) => self.flushed = true,
+                Ok(None) => return timed_out,
+                Err(_) => return true,
+            }
+        }
+        if !self.linger {
+            return true;
+        }
+        let stream = self.ws.get_mut();
+        if !self.shut {
+            self.shut = true;
+            let _ = stream.transport().tcp().shutdown(std::net::Shutdown::Write);
+        }
+        let mut sink = [0u8; 4096];
+        loop {
+            match stream.transport_mut().tcp_read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return timed_out,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// What the socket must become ready for to make progress.
+    fn interest(&self) -> Interest {
+        if self.flushed {
+            Interest::Read
+        } else {
+            Interest::Write
+        }
+    }
 }
 
 /// Why a connection is closed.
@@ -84,10 +174,11 @@ enum Ending {
 }
 
 impl Link {
+    /// The WebSocket while the application may still use it.
     fn ws(&mut self) -> Option<&mut Ws> {
         match self {
             Link::Open(ws) | Link::Closing(ws) => Some(ws),
-            Link::Closed(_) => None,
+            Link::Draining(_) | Link::Closed(_) => None,
         }
     }
 }
@@ -139,6 +230,8 @@ pub struct Session {
     maybe_buffered: bool,
     /// Some outgoing bytes wait for the socket.
     pending_out: bool,
+    /// Since when pending output has made no progress, and the byte count it had then.
+    stalled: Option<(Instant, u64)>,
 }
 
 impl Session {
@@ -147,7 +240,7 @@ impl Session {
     pub fn new(transport: Transport, leftover: Vec<u8>, config: SessionConfig) -> Session {
         let maybe_buffered = !leftover.is_empty();
         let ws = WebSocket::from_partially_read(
-            Stream::new(transport),
+            Stream::new(transport, config.masking),
             leftover,
             Role::Client,
             Some(config.tungstenite()),
@@ -163,6 +256,7 @@ impl Session {
             ping_sent: None,
             maybe_buffered,
             pending_out: false,
+            stalled: None,
         }
     }
 
@@ -175,16 +269,29 @@ impl Session {
         matches!(self.link, Link::Open(_))
     }
 
-    /// True until the socket is closed.
+    /// True until the application has been told the connection ended.
     pub fn is_connected(&self) -> bool {
-        !matches!(self.link, Link::Closed(_))
+        matches!(self.link, Link::Open(_) | Link::Closing(_))
     }
 
     /// The socket's descriptor, or -1 once closed (LuaSocket's `select` skips -1).
     pub fn raw_fd(&self) -> i32 {
         match &self.link {
             Link::Open(ws) | Link::Closing(ws) => ws.get_ref().transport().raw_fd(),
-            Link::Closed(_) => -1,
+            Link::Draining(_) | Link::Closed(_) => -1,
+        }
+    }
+
+    /// True while an ended connection still writes its last output (see `drain_interest`).
+    pub fn is_draining(&self) -> bool {
+        matches!(self.link, Link::Draining(_))
+    }
+
+    /// For an owner that polls: what a draining connection waits for, and until when.
+    pub fn drain_interest(&self) -> Option<(i32, Interest, Instant)> {
+        match &self.link {
+            Link::Draining(d) => Some((d.ws.get_ref().transport().raw_fd(), d.interest(), d.until)),
+            _ => None,
         }
     }
 
@@ -222,8 +329,13 @@ impl Session {
             .unwrap_or(0.0)
     }
 
-    /// Starts the Luup notification watcher on this connection's socket.
-    pub fn start_notifier(&mut self, target: crate::notify::NotifyTarget) -> io::Result<()> {
+    /// Starts the Luup notification watcher on this connection's socket; `addr` is the
+    /// target's host, resolved by the opener.
+    pub fn start_notifier(
+        &mut self,
+        target: crate::notify::NotifyTarget,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<()> {
         let fd = self.raw_fd();
         if fd < 0 {
             return Err(io::ErrorKind::NotConnected.into());
@@ -232,13 +344,14 @@ impl Session {
         self.notifier = Some(crate::notify::Notifier::spawn(
             fd,
             target,
+            addr,
             self.maybe_buffered,
         )?);
         Ok(())
     }
 
-    /// Stops the notifier: the application is closing, so the peer's Close reply and FIN are no
-    /// news for Luup.
+    /// Stops the notifier (a signal, never a wait): the application is closing or has been
+    /// told of the end, so nothing more is news for Luup.
     pub fn stop_notifier(&mut self) {
         if let Some(mut n) = self.notifier.take() {
             n.stop();
@@ -268,18 +381,19 @@ impl Session {
     pub fn bytes_read(&self) -> usize {
         match &self.link {
             Link::Open(ws) | Link::Closing(ws) => ws.get_ref().read_in_call(),
-            Link::Closed(_) => 0,
+            Link::Draining(_) | Link::Closed(_) => 0,
         }
     }
 
     /// The next thing that happened on the connection, without blocking.
     pub fn next_event(&mut self) -> Event {
         if self.pending_out {
-            if let Err(e) = self.flush_for(Duration::ZERO) {
+            if let Err(e) = self.pump_out() {
                 return Event::Failed(e);
             }
         }
         let Some(ws) = self.link.ws() else {
+            self.progress_drain();
             return Event::Ended(self.ending_error());
         };
         let before = ws.get_ref().read_in_call();
@@ -319,12 +433,26 @@ impl Session {
                 text: false,
                 data: b,
             },
-            Message::Ping(p) => Event::Control { opcode: 9, data: p },
+            Message::Ping(p) => {
+                // tungstenite queued the pong; the next step writes it, unless the control
+                // handler sends its own in its place.
+                self.note_pending();
+                Event::Control { opcode: 9, data: p }
+            }
             Message::Pong(p) => Event::Control {
                 opcode: 10,
                 data: p,
             },
             Message::Close(frame) => {
+                // tungstenite answers a close code that may not be sent (RFC 6455 §7.4.1) with
+                // 1002 "Protocol violation" in place of the peer's frame: a protocol error.
+                if frame.as_ref().is_some_and(|f| {
+                    f.code == CloseCode::Protocol && f.reason.as_str() == INVALID_CLOSE_REASON
+                }) {
+                    let err = Error::Receive(ReceiveFailure::Protocol("invalid close code"));
+                    self.end(Ending::Failed(err.clone()), false);
+                    return Event::Failed(err);
+                }
                 let body = match frame {
                     Some(f) => {
                         let mut v = u16::from(f.code).to_be_bytes().to_vec();
@@ -334,10 +462,8 @@ impl Session {
                     None => Bytes::new(),
                 };
                 // tungstenite queued our echo of the peer's Close (or this acknowledges ours):
-                // send it, then the closing handshake is complete and the socket can go.
-                let wait = self.config.close_timeout;
-                let _ = self.flush_for(wait);
-                self.drop_socket(Ending::Peer);
+                // it drains as the socket allows, then the socket goes.
+                self.end(Ending::Peer, false);
                 Event::Control {
                     opcode: 8,
                     data: body,
@@ -406,9 +532,10 @@ impl Session {
                 None if silent >= every => {
                     self.ping_sent = Some(now);
                     if let Some(ws) = self.link.ws() {
+                        // A full buffer refuses it: the stall limit then ends the connection.
                         let _ = ws.write(Message::Ping(Bytes::from_static(b"luws-keepalive")));
                     }
-                    if let Err(e) = self.flush_for(Duration::ZERO) {
+                    if let Err(e) = self.pump_out() {
                         return Event::Failed(e);
                     }
                 }
@@ -418,34 +545,78 @@ impl Session {
         Event::Idle
     }
 
-    /// Ends the connection after an error: best-effort Close with `code`, then the socket goes.
+    /// Ends the connection after an error: best-effort Close with `code` (drained and lingered
+    /// over later calls), then the socket goes.
     fn fail(&mut self, err: Error, code: Option<CloseCode>) -> Event {
-        let linger = self.config.close_timeout.min(FAIL_LINGER);
-        if let (Some(code), Some(ws)) = (code, self.link.ws()) {
-            let _ = ws.close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(""),
-            }));
-            linger_close(ws, linger);
+        match (code, self.link.ws()) {
+            (Some(code), Some(ws)) => {
+                let _ = ws.close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(""),
+                }));
+                self.end(Ending::Failed(err.clone()), true);
+            }
+            _ => self.drop_socket(Ending::Failed(err.clone())),
         }
-        self.drop_socket(Ending::Failed(err.clone()));
         Event::Failed(err)
     }
 
-    fn drop_socket(&mut self, why: Ending) {
-        if let Some(mut n) = self.notifier.take() {
-            n.stop();
+    /// The application is about to be told the connection ended: the notifier stops, queued
+    /// output drains (at once if the socket takes it, else over later calls), then the socket
+    /// closes.
+    fn end(&mut self, why: Ending, linger: bool) {
+        self.stop_notifier();
+        self.maybe_buffered = false;
+        self.pending_out = false;
+        self.stalled = None;
+        let until = Instant::now()
+            + if linger {
+                self.config.close_timeout.min(FAIL_LINGER)
+            } else {
+                self.config.close_timeout
+            };
+        self.link = match std::mem::replace(&mut self.link, Link::Closed(why.clone())) {
+            Link::Open(ws) | Link::Closing(ws) => Link::Draining(Box::new(Drain {
+                ws: *ws,
+                until,
+                linger,
+                shut: false,
+                flushed: false,
+                why,
+            })),
+            other => other,
+        };
+        self.progress_drain();
+    }
+
+    /// Advances a draining connection without blocking; closes the socket when it is done.
+    fn progress_drain(&mut self) {
+        if let Link::Draining(d) = &mut self.link {
+            if d.progress() {
+                let why = d.why.clone();
+                self.link = Link::Closed(why);
+            }
         }
+    }
+
+    fn drop_socket(&mut self, why: Ending) {
+        self.stop_notifier();
         self.link = Link::Closed(why);
         self.maybe_buffered = false;
         self.pending_out = false;
+        self.stalled = None;
     }
 
     fn ending_error(&self) -> Error {
-        match &self.link {
-            Link::Closed(Ending::Peer) => Error::Receive(ReceiveFailure::Closed),
-            Link::Closed(Ending::Failed(e)) => e.clone(),
-            _ => Error::NotConnected,
+        let why = match &self.link {
+            Link::Closed(why) => why,
+            Link::Draining(d) => &d.why,
+            _ => return Error::NotConnected,
+        };
+        match why {
+            Ending::Peer => Error::Receive(ReceiveFailure::Closed),
+            Ending::Failed(e) => e.clone(),
+            Ending::Local => Error::NotConnected,
         }
     }
 
@@ -456,30 +627,110 @@ impl Session {
             Link::Open(_) => {}
             // After a Close either way, LuWS answers "closing"; after anything else the
             // connection is simply gone.
-            Link::Closing(_) | Link::Closed(Ending::Peer) => return Err(Error::Closing),
-            Link::Closed(_) => return Err(Error::NotConnected),
+            Link::Closing(_) => return Err(Error::Closing),
+            Link::Draining(d) if matches!(d.why, Ending::Peer) => return Err(Error::Closing),
+            Link::Closed(Ending::Peer) => return Err(Error::Closing),
+            Link::Draining(_) | Link::Closed(_) => return Err(Error::NotConnected),
         }
         let is_close = matches!(out, Outgoing::Close(_));
+        // A pong takes the place of a queued automatic one (tungstenite keeps one at most).
+        let is_pong = matches!(out, Outgoing::Pong(_));
         let msg = to_message(out).map_err(Error::Send)?;
-        let Some(ws) = self.link.ws() else {
-            return Err(Error::NotConnected);
+        let wait = if self.config.sends_wait {
+            self.config.send_timeout
+        } else {
+            Duration::ZERO
         };
-        match ws_no_block(ws.write(msg)) {
-            Ok(_) => {}
-            Err(tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::SendAfterClosing,
-            )) => {
-                return Err(Error::Closing);
-            }
-            Err(e) => return Err(self.fail_send(e)),
+        // Output left from earlier goes first, as far as the socket takes it now.
+        if self.pending_out && !is_pong {
+            self.pump_out()?;
+        }
+        let mut refused = self.write_message(msg.clone())?;
+        if refused && !wait.is_zero() {
+            // Over the cap: wait (within send_timeout) for the backlog to drain, then retry.
+            self.flush_for(wait)?;
+            refused = self.write_message(msg)?;
+        }
+        if refused {
+            return Err(Error::Send(SendFailure::BufferFull));
         }
         if is_close {
             if let Link::Open(ws) = std::mem::replace(&mut self.link, Link::Closed(Ending::Local)) {
                 self.link = Link::Closing(ws);
             }
         }
-        let wait = self.config.send_timeout;
         self.flush_for(wait)
+    }
+
+    /// Hands one message to tungstenite. With nothing pending it is taken whatever its size;
+    /// otherwise the cap applies. Returns true when the cap refused it.
+    fn write_message(&mut self, msg: Message) -> Result<bool, Error> {
+        let roomy = !self.pending_out;
+        let cap = self.config.send_buffer.max(1);
+        let Some(ws) = self.link.ws() else {
+            return Err(Error::NotConnected);
+        };
+        if roomy {
+            ws.set_config(|c| c.max_write_buffer_size = usize::MAX);
+        }
+        let r = ws_no_block(ws.write(msg));
+        if roomy {
+            ws.set_config(|c| c.max_write_buffer_size = cap);
+        }
+        match r {
+            Ok(Some(())) => Ok(false),
+            Ok(None) => {
+                self.note_pending();
+                Ok(false)
+            }
+            Err(tungstenite::Error::WriteBufferFull(_)) => Ok(true),
+            Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::SendAfterClosing,
+            )) => Err(Error::Closing),
+            Err(e) => Err(self.fail_send(e)),
+        }
+    }
+
+    /// Output is waiting for the socket: start the stall clock if it is not running.
+    fn note_pending(&mut self) {
+        self.pending_out = true;
+        if self.stalled.is_none() {
+            let written = self.link.ws().map_or(0, |ws| ws.get_ref().written());
+            self.stalled = Some((Instant::now(), written));
+        }
+    }
+
+    /// Writes queued output as far as the socket takes it now; fails the connection when it
+    /// has made no progress for the stall limit.
+    fn pump_out(&mut self) -> Result<(), Error> {
+        let Some(ws) = self.link.ws() else {
+            return Err(self.ending_error());
+        };
+        let r = ws_no_block(ws.flush());
+        let written = ws.get_ref().written();
+        match r {
+            Ok(Some(())) => {
+                self.pending_out = false;
+                self.stalled = None;
+                Ok(())
+            }
+            Ok(None) => {
+                self.pending_out = true;
+                let now = Instant::now();
+                match self.stalled {
+                    Some((since, at)) if at == written => {
+                        if now.saturating_duration_since(since) >= self.config.stall_limit() {
+                            let err = Error::Send(SendFailure::Timeout);
+                            self.drop_socket(Ending::Failed(err.clone()));
+                            return Err(err);
+                        }
+                    }
+                    _ => self.stalled = Some((now, written)),
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail_send(e)),
+        }
     }
 
     /// Writes buffered output, waiting up to `wait` for the socket. With `wait` zero the rest
@@ -493,12 +744,14 @@ impl Session {
             match ws_no_block(ws.flush()) {
                 Ok(Some(())) => {
                     self.pending_out = false;
+                    self.stalled = None;
                     return Ok(());
                 }
-                Ok(None) => self.pending_out = true,
+                Ok(None) => {}
                 Err(e) => return Err(self.fail_send(e)),
             }
             if wait.is_zero() {
+                self.note_pending();
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -530,16 +783,31 @@ impl Session {
 
     /// Closes the socket at once, without a closing handshake (a Close that got no answer).
     pub fn abandon(&mut self) {
-        if self.is_connected() {
+        if self.is_connected() || self.is_draining() {
             self.drop_socket(Ending::Local);
         }
     }
 
-    /// Closes: sends Close `code` if open, waits up to `close_timeout` for the peer's Close,
-    /// then closes the socket. Safe in any state, any number of times.
+    /// Closes: sends Close `code` if open, waits up to `close_timeout` for the peer's Close
+    /// (or for a draining connection's last output), then closes the socket. Safe in any
+    /// state, any number of times.
     pub fn close(&mut self, code: u16) {
         self.stop_notifier();
         let deadline = Instant::now() + self.config.close_timeout;
+        while let Some((fd, interest, _)) = self.drain_interest() {
+            self.progress_drain();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.is_draining() {
+                break;
+            }
+            if left.is_zero() {
+                if let Link::Draining(d) = &self.link {
+                    self.link = Link::Closed(d.why.clone());
+                }
+                break;
+            }
+            let _ = wait_fd(fd, interest, left);
+        }
         if let Link::Open(ws) = &mut self.link {
             let _ = ws.close(Some(CloseFrame {
                 code: CloseCode::from(code),
@@ -560,17 +828,22 @@ impl Session {
 }
 
 impl Drop for Session {
-    /// A connection dropped without `close` (garbage collection) still says goodbye: one
-    /// non-blocking attempt to send Close 1001, then the socket closes.
+    /// A connection dropped without `close` (garbage collection) still says goodbye without
+    /// waiting: one non-blocking attempt to send Close 1001 (or a draining connection's last
+    /// output), then the socket closes.
     fn drop(&mut self) {
-        if let Some(mut n) = self.notifier.take() {
-            n.stop();
-        }
-        if let Link::Open(ws) = &mut self.link {
-            let _ = ws.close(Some(CloseFrame {
-                code: CloseCode::Away,
-                reason: Utf8Bytes::from_static(""),
-            }));
+        self.stop_notifier();
+        match &mut self.link {
+            Link::Open(ws) => {
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: Utf8Bytes::from_static(""),
+                }));
+            }
+            Link::Draining(d) => {
+                d.progress();
+            }
+            _ => {}
         }
     }
 }
@@ -579,29 +852,8 @@ impl Drop for Session {
 /// turn our close into a reset that destroys the Close frame before the peer reads it.
 const FAIL_LINGER: Duration = Duration::from_millis(200);
 
-/// Half-closes after our Close frame and discards input until the peer closes or `linger` ends.
-fn linger_close(ws: &mut Ws, linger: Duration) {
-    let deadline = Instant::now() + linger;
-    let _ = ws.flush();
-    let stream = ws.get_mut();
-    stream.set_budget(usize::MAX);
-    let _ = stream.transport().tcp().shutdown(std::net::Shutdown::Write);
-    let fd = stream.transport().raw_fd();
-    let mut sink = [0u8; 4096];
-    loop {
-        match stream.transport_mut().tcp_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || !matches!(wait_fd(fd, Interest::Read, left), Ok(true)) {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
+/// The reason tungstenite puts in its 1002 answer to a Close whose code may not be sent.
+const INVALID_CLOSE_REASON: &str = "Protocol violation";
 
 /// Reads until the peer's Close arrives (or the socket ends, or time runs out).
 fn await_peer_close(ws: &mut Ws, deadline: Instant) {

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::tls::TlsStream;
+use crate::unmask::Unmasked;
 
 /// TCP or TLS.
 pub enum Transport {
@@ -59,9 +60,16 @@ impl Write for Transport {
     }
 }
 
+/// How bytes reach the transport: as tungstenite writes them, or with the masking taken off
+/// (the user's `use_masking = false`).
+enum Io {
+    Direct(Transport),
+    Unmasked(Box<Unmasked<Transport>>),
+}
+
 /// A transport plus the read budget of the current `wsreceive` call.
 pub struct Stream {
-    transport: Transport,
+    io: Io,
     /// Bytes this call may still read; 0 makes reads report WouldBlock.
     budget: usize,
     /// Bytes read since the budget was last set.
@@ -72,16 +80,25 @@ pub struct Stream {
     /// another read would only say EAGAIN. Saves that system call (and tungstenite's buffer
     /// zeroing) at the end of every active receive. Not for TLS, which reads record by record.
     drained: bool,
+    /// Bytes the transport has taken so far: how the session tells a slow peer from a stuck one.
+    written: u64,
 }
 
 impl Stream {
-    pub fn new(transport: Transport) -> Stream {
+    /// A stream that sends frames as tungstenite formats them (masked, RFC 6455 §5.3), or with
+    /// `masking` false, unmasked.
+    pub fn new(transport: Transport, masking: bool) -> Stream {
         Stream {
-            transport,
+            io: if masking {
+                Io::Direct(transport)
+            } else {
+                Io::Unmasked(Box::new(Unmasked::new(transport)))
+            },
             budget: usize::MAX,
             read_in_call: 0,
             paused: false,
             drained: false,
+            written: 0,
         }
     }
 
@@ -97,17 +114,28 @@ impl Stream {
         self.read_in_call
     }
 
+    /// Bytes written to the transport since the session began.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Whether the last WouldBlock was the budget's (the socket may still hold data).
     pub fn paused(&self) -> bool {
         self.paused
     }
 
     pub fn transport(&self) -> &Transport {
-        &self.transport
+        match &self.io {
+            Io::Direct(t) => t,
+            Io::Unmasked(u) => u.get_ref(),
+        }
     }
 
     pub fn transport_mut(&mut self) -> &mut Transport {
-        &mut self.transport
+        match &mut self.io {
+            Io::Direct(t) => t,
+            Io::Unmasked(u) => u.get_mut(),
+        }
     }
 }
 
@@ -121,10 +149,10 @@ impl Read for Stream {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let want = buf.len().min(self.budget);
-        let n = self.transport.read(&mut buf[..want])?;
+        let n = self.transport_mut().read(&mut buf[..want])?;
         self.budget -= n;
         self.read_in_call += n;
-        if n > 0 && n < want && matches!(self.transport, Transport::Plain(_)) {
+        if n > 0 && n < want && matches!(self.transport(), Transport::Plain(_)) {
             self.drained = true;
         }
         Ok(n)
@@ -133,11 +161,20 @@ impl Read for Stream {
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.transport.write(buf)
+        let n = match &mut self.io {
+            Io::Direct(t) => t.write(buf)?,
+            Io::Unmasked(u) => u.write(buf)?,
+        };
+        self.written += n as u64;
+        Ok(n)
     }
 
+    /// With masking off, reports `WouldBlock` while rewritten bytes are still held.
     fn flush(&mut self) -> io::Result<()> {
-        self.transport.flush()
+        match &mut self.io {
+            Io::Direct(t) => t.flush(),
+            Io::Unmasked(u) => u.flush(),
+        }
     }
 }
 

@@ -50,6 +50,20 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     }
 }
 
+/// Writes one byte to a wake-up socket without blocking and without SIGPIPE (the other end may
+/// be gone: a cdylib cannot count on the host ignoring SIGPIPE, as Rust programs do).
+pub fn poke(fd: RawFd) {
+    // SAFETY: sends one byte from a live local; an invalid or closed fd only yields an error.
+    unsafe {
+        libc::send(
+            fd,
+            [1u8].as_ptr().cast(),
+            1,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        );
+    }
+}
+
 /// SO_KEEPALIVE, as LuWS sets on its sockets: the kernel eventually notices a dead peer.
 pub fn set_keepalive(fd: RawFd) -> io::Result<()> {
     let on: libc::c_int = 1;

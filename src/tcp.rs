@@ -50,6 +50,32 @@ pub fn resolve_until(host: &str, port: u16, deadline: Instant) -> Result<Vec<Soc
     }
 }
 
+/// The `notify` target's address, resolved within `deadline`: the watcher thread must never
+/// resolve a name itself (getaddrinfo has no bound).
+pub fn resolve_notify(
+    t: &crate::notify::NotifyTarget,
+    deadline: Instant,
+) -> Result<SocketAddr, Error> {
+    first_address(t, resolve_until(&t.host, t.port, deadline))
+}
+
+/// The first of resolved addresses of a `notify` target, or the error a failed open reports.
+pub fn first_address(
+    t: &crate::notify::NotifyTarget,
+    r: Result<Vec<SocketAddr>, String>,
+) -> Result<SocketAddr, Error> {
+    match r.map(|a| a.into_iter().next()) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(HOST_NOT_FOUND.to_string()),
+        Err(e) => Err(e),
+    }
+    .map_err(|reason| Error::Connect {
+        host: t.host.clone(),
+        port: t.port,
+        reason,
+    })
+}
+
 /// Connects to the first address that answers before `deadline`.
 pub fn connect(ep: &Endpoint, deadline: Instant) -> Result<TcpStream, Error> {
     let fail = |reason: String| Error::Connect {

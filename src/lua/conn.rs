@@ -4,7 +4,11 @@
 
 use std::cell::RefCell;
 
-use mlua::{AnyUserData, Function, MetaMethod, Table, UserData, UserDataMethods, Value};
+use mlua::{
+    AnyUserData, Function, Lua, MetaMethod, Table, UserData, UserDataFields, UserDataMethods, Value,
+};
+
+use super::args::api;
 
 use crate::session::Session;
 
@@ -63,50 +67,86 @@ fn this(v: Value, func: &'static str) -> mlua::Result<AnyUserData> {
     }
 }
 
+/// Registry key of the conn method table (built once by `methods`, wrapped for plain errors).
+pub const METHODS: &str = "luws.conn.methods";
+
 impl UserData for Conn {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_meta_field_with(MetaMethod::Index, |lua| {
+            lua.named_registry_value::<Table>(METHODS)
+        });
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("luws-websock[{}]", this.label))
         });
-        m.add_function("send", |lua, (c, op, data): (Value, Value, Value)| {
+    }
+}
+
+/// The methods of a conn (`conn:send(op, data)` …), the same adapters as the LuWS functions.
+pub fn methods(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "send",
+        lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
             super::luws_api::send(lua, &this(c, "send")?, op, data, "send")
-        });
-        m.add_function("receive", |lua, c: Value| {
+        }))?,
+    )?;
+    t.set(
+        "receive",
+        lua.create_function(api(|lua, c: Value| {
             super::luws_api::receive(lua, &this(c, "receive")?)
-        });
-        m.add_function("close", |_, c: Value| {
+        }))?,
+    )?;
+    t.set(
+        "close",
+        lua.create_function(api(|_, c: Value| {
             this(c, "close")?
                 .borrow::<Conn>()?
                 .session
                 .borrow_mut()
                 .close(1000);
             Ok(())
-        });
-        m.add_function("lastping", |_, c: Value| {
+        }))?,
+    )?;
+    t.set(
+        "lastping",
+        lua.create_function(api(|_, c: Value| {
             Ok(this(c, "lastping")?
                 .borrow::<Conn>()?
                 .session
                 .borrow()
                 .last_frame_time())
-        });
-        // LuaSocket's select() calls these: the descriptor to poll, and whether data already
-        // waits in a buffer poll cannot see.
-        m.add_function("getfd", |_, c: Value| {
+        }))?,
+    )?;
+    // LuaSocket's select() calls these: the descriptor to poll, and whether data already
+    // waits in a buffer poll cannot see.
+    t.set(
+        "getfd",
+        lua.create_function(api(|_, c: Value| {
             Ok(this(c, "getfd")?
                 .borrow::<Conn>()?
                 .session
                 .borrow()
                 .raw_fd())
-        });
-        m.add_function("dirty", |_, c: Value| {
+        }))?,
+    )?;
+    t.set(
+        "dirty",
+        lua.create_function(api(|_, c: Value| {
             Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
-        });
-        m.add_function("isopen", |_, c: Value| {
+        }))?,
+    )?;
+    t.set(
+        "isopen",
+        lua.create_function(api(|_, c: Value| {
             Ok(this(c, "isopen")?
                 .borrow::<Conn>()?
                 .session
                 .borrow()
                 .is_open())
-        });
-    }
+        }))?,
+    )?;
+    Ok(t)
 }

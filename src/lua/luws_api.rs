@@ -7,7 +7,7 @@ use std::os::fd::FromRawFd;
 
 use mlua::{AnyUserData, Function, Lua, MultiValue, ObjectLike, Table, Value};
 
-use super::args::{self, bad, expected};
+use super::args::{self, api, bad, expected};
 use super::conn::{self, Conn, Handlers};
 use super::{log, options};
 use crate::endpoint::Endpoint;
@@ -19,50 +19,54 @@ use tungstenite::Bytes;
 pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wsopen",
-        lua.create_function(|lua, (url, handler, opts): (Value, Value, Value)| {
+        lua.create_function(api(|lua, (url, handler, opts): (Value, Value, Value)| {
             wsopen(lua, url, handler, opts)
-        })?,
+        }))?,
     )?;
     t.set(
         "wssend",
-        lua.create_function(|lua, (c, op, data): (Value, Value, Value)| {
-            match args::opt_conn(1, "wssend", c)? {
+        lua.create_function(api(
+            |lua, (c, op, data): (Value, Value, Value)| match args::opt_conn(1, "wssend", c)? {
                 Some(ud) => send(lua, &ud, op, data, "wssend"),
                 None => Ok((false, Some(Error::NotConnected.to_string()))),
-            }
-        })?,
+            },
+        ))?,
     )?;
     t.set(
         "wsreceive",
-        lua.create_function(|lua, c: Value| match args::opt_conn(1, "wsreceive", c)? {
-            Some(ud) => receive(lua, &ud),
-            None => (Value::Nil, Error::NotConnected.to_string()).into_lua_multi(lua),
-        })?,
+        lua.create_function(api(|lua, c: Value| {
+            match args::opt_conn(1, "wsreceive", c)? {
+                Some(ud) => receive(lua, &ud),
+                None => (Value::Nil, Error::NotConnected.to_string()).into_lua_multi(lua),
+            }
+        }))?,
     )?;
     t.set(
         "wsclose",
-        lua.create_function(|_, c: Value| {
+        lua.create_function(api(|_, c: Value| {
             if let Some(ud) = args::opt_conn(1, "wsclose", c)? {
                 ud.borrow::<Conn>()?.session.borrow_mut().close(1000);
             }
             Ok(())
-        })?,
+        }))?,
     )?;
     t.set(
         "wslastping",
-        lua.create_function(|_, c: Value| match args::opt_conn(1, "wslastping", c)? {
-            Some(ud) => Ok(ud.borrow::<Conn>()?.session.borrow().last_frame_time()),
-            None => Ok(0.0),
-        })?,
+        lua.create_function(api(|_, c: Value| {
+            match args::opt_conn(1, "wslastping", c)? {
+                Some(ud) => Ok(ud.borrow::<Conn>()?.session.borrow().last_frame_time()),
+                None => Ok(0.0),
+            }
+        }))?,
     )?;
     // LuWS's "brutal resync" after its parser lost sync; luws's parser cannot, so this only
     // checks its argument.
     t.set(
         "wsreset",
-        lua.create_function(|_, c: Value| {
+        lua.create_function(api(|_, c: Value| {
             args::opt_conn(1, "wsreset", c)?;
             Ok(())
-        })?,
+        }))?,
     )?;
     Ok(())
 }
@@ -94,7 +98,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     };
     let mut spec = OpenSpec::new(endpoint);
     let parts = match &opts {
-        Some(t) => options::read(t, &mut spec)?,
+        Some(t) => options::read(t, &mut spec, "wsopen")?,
         None => options::LuaParts {
             control_handler: None,
             handler_args: None,

@@ -24,14 +24,23 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     t.set("debug_mode", false)?;
     luws_api::register(lua, &t)?;
     vera_api::register(lua, &t)?;
-    t.set("wait", lua.create_function(wait::wait)?)?;
+    t.set("wait", lua.create_function(args::api(wait::wait))?)?;
     plain_errors(lua, &t)?;
+    // The objects' methods get the same wrapper; their metatables find them in the registry.
+    for (key, methods) in [
+        (conn::METHODS, conn::methods(lua)?),
+        (vera_api::METHODS, vera_api::methods(lua)?),
+    ] {
+        plain_errors(lua, &methods)?;
+        lua.set_named_registry_value(key, methods)?;
+    }
     Ok(t)
 }
 
-/// Makes the API functions raise plain strings, as Lua's own libraries do: mlua raises errors
-/// as userdata, and a caller's `"failed: " .. err` would then fail inside its error path.
-/// The message keeps its first line (the traceback mlua appends is dropped).
+/// Makes the functions of `t` raise plain strings, as Lua's own libraries do: mlua raises
+/// errors as userdata, and a caller's `"failed: " .. err` would then fail inside its error
+/// path. The message keeps its first line (the traceback mlua appends is dropped). One wrapper
+/// for module functions and methods alike.
 fn plain_errors(lua: &Lua, t: &Table) -> Result<()> {
     lua.load(
         r#"

@@ -17,139 +17,157 @@ pub struct LuaParts {
     pub connect: Option<Function>,
 }
 
-fn bad(name: &'static str, msg: impl Into<String>) -> mlua::Error {
-    lua_error(Error::BadOption {
-        name,
-        func: "wsopen",
-        msg: msg.into(),
-    })
+/// Reads options for one API function, whose name the errors carry.
+pub struct Reader<'a> {
+    t: &'a Table,
+    func: &'static str,
 }
 
-fn number(t: &Table, name: &'static str) -> mlua::Result<Option<f64>> {
-    match t.get::<Value>(name)? {
-        Value::Nil => Ok(None),
-        Value::Integer(i) => Ok(Some(i as f64)),
-        Value::Number(n) if n.is_finite() => Ok(Some(n)),
-        Value::Number(_) => Err(bad(name, "finite number expected")),
-        Value::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
-            Some(n) if n.is_finite() => Ok(Some(n)),
-            _ => Err(bad(name, "number expected")),
-        },
-        other => Err(bad(
+impl<'a> Reader<'a> {
+    pub fn new(t: &'a Table, func: &'static str) -> Reader<'a> {
+        Reader { t, func }
+    }
+
+    fn bad(&self, name: &'static str, msg: impl Into<String>) -> mlua::Error {
+        lua_error(Error::BadOption {
             name,
-            format!("number expected, got {}", super::args::type_name(&other)),
-        )),
+            func: self.func,
+            msg: msg.into(),
+        })
     }
-}
 
-fn seconds(t: &Table, name: &'static str) -> mlua::Result<Option<Duration>> {
-    match number(t, name)? {
-        None => Ok(None),
-        Some(n) if !(0.0..=1e9).contains(&n) => Err(bad(name, "seconds must be between 0 and 1e9")),
-        Some(n) => Ok(Some(Duration::from_secs_f64(n))),
-    }
-}
-
-fn size(t: &Table, name: &'static str, min: f64, max: f64) -> mlua::Result<Option<usize>> {
-    match number(t, name)? {
-        None => Ok(None),
-        Some(n) if n < min || n > max || n.fract() != 0.0 => {
-            Err(bad(name, format!("integer from {min} to {max} expected")))
+    fn number(&self, name: &'static str) -> mlua::Result<Option<f64>> {
+        match self.t.get::<Value>(name)? {
+            Value::Nil => Ok(None),
+            Value::Integer(i) => Ok(Some(i as f64)),
+            Value::Number(n) if n.is_finite() => Ok(Some(n)),
+            Value::Number(_) => Err(self.bad(name, "finite number expected")),
+            Value::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
+                Some(n) if n.is_finite() => Ok(Some(n)),
+                _ => Err(self.bad(name, "number expected")),
+            },
+            other => Err(self.bad(
+                name,
+                format!("number expected, got {}", super::args::type_name(&other)),
+            )),
         }
-        Some(n) => Ok(Some(n as usize)),
+    }
+
+    fn seconds(&self, name: &'static str) -> mlua::Result<Option<Duration>> {
+        match self.number(name)? {
+            None => Ok(None),
+            Some(n) if !(0.0..=1e9).contains(&n) => {
+                Err(self.bad(name, "seconds must be between 0 and 1e9"))
+            }
+            Some(n) => Ok(Some(Duration::from_secs_f64(n))),
+        }
+    }
+
+    fn size(&self, name: &'static str, min: f64, max: f64) -> mlua::Result<Option<usize>> {
+        match self.number(name)? {
+            None => Ok(None),
+            Some(n) if n < min || n > max || n.fract() != 0.0 => {
+                Err(self.bad(name, format!("integer from {min} to {max} expected")))
+            }
+            Some(n) => Ok(Some(n as usize)),
+        }
+    }
+
+    fn string(&self, name: &'static str) -> mlua::Result<Option<String>> {
+        match self.t.get::<Value>(name)? {
+            Value::Nil => Ok(None),
+            Value::String(s) => Ok(Some(s.to_string_lossy())),
+            other => Err(self.bad(
+                name,
+                format!("string expected, got {}", super::args::type_name(&other)),
+            )),
+        }
+    }
+
+    fn function(&self, name: &'static str) -> mlua::Result<Option<Function>> {
+        match self.t.get::<Value>(name)? {
+            Value::Nil => Ok(None),
+            Value::Function(f) => Ok(Some(f)),
+            other => Err(self.bad(
+                name,
+                format!("function expected, got {}", super::args::type_name(&other)),
+            )),
+        }
+    }
+
+    /// A LuaSec-style list: a table of strings, or a comma-separated string (LuWS splits on commas).
+    fn list(&self, name: &'static str) -> mlua::Result<Vec<String>> {
+        match self.t.get::<Value>(name)? {
+            Value::Nil => Ok(Vec::new()),
+            Value::String(s) => Ok(s
+                .to_string_lossy()
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()),
+            Value::Table(items) => items
+                .sequence_values::<Value>()
+                .map(|v| match v? {
+                    Value::String(s) => Ok(s.to_string_lossy()),
+                    other => Err(self.bad(
+                        name,
+                        format!("strings expected, got {}", super::args::type_name(&other)),
+                    )),
+                })
+                .collect(),
+            other => Err(self.bad(
+                name,
+                format!(
+                    "string or table expected, got {}",
+                    super::args::type_name(&other)
+                ),
+            )),
+        }
     }
 }
 
-fn string(t: &Table, name: &'static str) -> mlua::Result<Option<String>> {
-    match t.get::<Value>(name)? {
-        Value::Nil => Ok(None),
-        Value::String(s) => Ok(Some(s.to_string_lossy())),
-        other => Err(bad(
-            name,
-            format!("string expected, got {}", super::args::type_name(&other)),
-        )),
-    }
-}
-
-fn function(t: &Table, name: &'static str) -> mlua::Result<Option<Function>> {
-    match t.get::<Value>(name)? {
-        Value::Nil => Ok(None),
-        Value::Function(f) => Ok(Some(f)),
-        other => Err(bad(
-            name,
-            format!("function expected, got {}", super::args::type_name(&other)),
-        )),
-    }
-}
-
-/// A LuaSec-style list: a table of strings, or a comma-separated string (LuWS splits on commas).
-fn list(t: &Table, name: &'static str) -> mlua::Result<Vec<String>> {
-    match t.get::<Value>(name)? {
-        Value::Nil => Ok(Vec::new()),
-        Value::String(s) => Ok(s
-            .to_string_lossy()
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect()),
-        Value::Table(items) => items
-            .sequence_values::<Value>()
-            .map(|v| match v? {
-                Value::String(s) => Ok(s.to_string_lossy()),
-                other => Err(bad(
-                    name,
-                    format!("strings expected, got {}", super::args::type_name(&other)),
-                )),
-            })
-            .collect(),
-        other => Err(bad(
-            name,
-            format!(
-                "string or table expected, got {}",
-                super::args::type_name(&other)
-            ),
-        )),
-    }
-}
-
-/// Reads the options table into `spec` and returns the Lua-side parts.
-pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
+/// Reads the options table of `func` (`wsopen`, or `create`'s fifth argument) into `spec` and
+/// returns the Lua-side parts.
+pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<LuaParts> {
+    let r = Reader::new(t, func);
     let s = &mut spec.session;
-    if let Some(d) = seconds(t, "receive_timeout")? {
+    if let Some(d) = r.seconds("receive_timeout")? {
         s.receive_timeout = (!d.is_zero()).then_some(d);
     }
-    if let Some(d) = seconds(t, "keepalive")? {
+    if let Some(d) = r.seconds("keepalive")? {
         s.keepalive = (!d.is_zero()).then_some(d);
     }
-    if let Some(d) = seconds(t, "send_timeout")? {
+    if let Some(d) = r.seconds("send_timeout")? {
         s.send_timeout = d;
+        s.sends_wait = !d.is_zero();
     }
-    if let Some(d) = seconds(t, "close_timeout")? {
+    if let Some(d) = r.seconds("close_timeout")? {
         s.close_timeout = d;
     }
-    if let Some(n) = size(t, "receive_chunk_size", 1.0, 16.0 * 1024.0 * 1024.0)? {
+    if let Some(n) = r.size("receive_chunk_size", 1.0, 16.0 * 1024.0 * 1024.0)? {
         // tungstenite needs room for a whole frame header per read.
         s.chunk_size = n.max(16);
     }
-    if let Some(n) = size(t, "receive_budget", 1.0, 1e12)? {
+    if let Some(n) = r.size("receive_budget", 1.0, 1e12)? {
         s.receive_budget = n;
     }
-    if let Some(n) = size(t, "max_payload_size", 1.0, 1e15)? {
+    if let Some(n) = r.size("max_payload_size", 1.0, 1e15)? {
         s.max_payload_size = n;
     }
-    if let Some(d) = seconds(t, "connect_timeout")? {
+    if let Some(d) = r.seconds("connect_timeout")? {
         spec.connect_timeout = d;
     }
-    if let Some(d) = seconds(t, "handshake_timeout")? {
+    if let Some(d) = r.seconds("handshake_timeout")? {
         spec.handshake_timeout = d;
     }
 
-    // use_masking: accepted for compatibility; RFC 6455 §5.3 requires clients to mask, so
-    // luws always does.
+    // RFC 6455 §5.3 requires clients to mask; `false` is LuWS's opt-out for servers that
+    // cannot unmask.
     match t.get::<Value>("use_masking")? {
-        Value::Nil | Value::Boolean(_) => {}
+        Value::Nil => {}
+        Value::Boolean(b) => s.masking = b,
         other => {
-            return Err(bad(
+            return Err(r.bad(
                 "use_masking",
                 format!("boolean expected, got {}", super::args::type_name(&other)),
             ));
@@ -157,28 +175,30 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
     }
 
     let tls = &mut spec.tls;
-    if let Some(p) = string(t, "ssl_protocol")? {
-        tls.apply_protocol(&p).map_err(|m| bad("ssl_protocol", m))?;
+    if let Some(p) = r.string("ssl_protocol")? {
+        tls.apply_protocol(&p)
+            .map_err(|m| r.bad("ssl_protocol", m))?;
     }
-    for flag in list(t, "ssl_options")? {
-        tls.apply_option(&flag).map_err(|m| bad("ssl_options", m))?;
+    for flag in r.list("ssl_options")? {
+        tls.apply_option(&flag)
+            .map_err(|m| r.bad("ssl_options", m))?;
     }
-    for v in list(t, "ssl_verify")? {
+    for v in r.list("ssl_verify")? {
         match v.as_str() {
             "none" => {}
             "peer" | "client_once" | "fail_if_no_peer_cert" => tls.verify = true,
-            other => return Err(bad("ssl_verify", format!("unknown value '{other}'"))),
+            other => return Err(r.bad("ssl_verify", format!("unknown value '{other}'"))),
         }
     }
-    if let Some(m) = string(t, "ssl_mode")? {
+    if let Some(m) = r.string("ssl_mode")? {
         if m != "client" {
-            return Err(bad("ssl_mode", "only 'client' is possible for a client"));
+            return Err(r.bad("ssl_mode", "only 'client' is possible for a client"));
         }
     }
-    tls.cafile = string(t, "ssl_cafile")?;
-    tls.certificate = string(t, "ssl_certificate")?;
-    tls.key = string(t, "ssl_key")?;
-    tls.validate().map_err(|m| bad("ssl_key", m))?;
+    tls.cafile = r.string("ssl_cafile")?;
+    tls.certificate = r.string("ssl_certificate")?;
+    tls.key = r.string("ssl_key")?;
+    tls.validate().map_err(|m| r.bad("ssl_key", m))?;
 
     match t.get::<Value>("upgrade_headers")? {
         Value::Nil => {}
@@ -193,38 +213,38 @@ pub fn read(t: &Table, spec: &mut OpenSpec) -> mlua::Result<LuaParts> {
                 };
                 match (text(&k), text(&v)) {
                     (Some(k), Some(v)) => spec.headers.push((k, v)),
-                    _ => return Err(bad("upgrade_headers", "string keys and values expected")),
+                    _ => return Err(r.bad("upgrade_headers", "string keys and values expected")),
                 }
             }
             // pairs() order is arbitrary; a stable order makes requests reproducible.
             spec.headers.sort();
             crate::handshake::check_extra_headers(&spec.headers)
-                .map_err(|m| bad("upgrade_headers", m))?;
+                .map_err(|m| r.bad("upgrade_headers", m))?;
         }
         other => {
-            return Err(bad(
+            return Err(r.bad(
                 "upgrade_headers",
                 format!("table expected, got {}", super::args::type_name(&other)),
             ));
         }
     }
 
-    spec.notify = notify(t)?;
+    spec.notify = notify(&r)?;
 
     let handler_args = match t.get::<Value>("handler_args")? {
         Value::Nil => None,
         Value::Table(a) => Some(a),
         other => {
-            return Err(bad(
+            return Err(r.bad(
                 "handler_args",
                 format!("table expected, got {}", super::args::type_name(&other)),
             ));
         }
     };
     Ok(LuaParts {
-        control_handler: function(t, "control_handler")?,
+        control_handler: r.function("control_handler")?,
         handler_args,
-        connect: function(t, "connect")?,
+        connect: r.function("connect")?,
     })
 }
 
@@ -255,32 +275,36 @@ pub fn fill_defaults(t: &Table, spec: &OpenSpec) -> mlua::Result<()> {
     )?;
     set("receive_chunk_size", whole(s.chunk_size as f64))?;
     set("max_payload_size", whole(s.max_payload_size as f64))?;
-    set("use_masking", Value::Boolean(true))?;
+    set("use_masking", Value::Boolean(s.masking))?;
     Ok(())
 }
 
 /// `notify = { device = N, service = "...", action = "HandleReceive", host =, port =, pid = }`.
-fn notify(t: &Table) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
+fn notify(r: &Reader) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
     static NEXT_PID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-    let n = match t.get::<Value>("notify")? {
+    let n = match r.t.get::<Value>("notify")? {
         Value::Nil | Value::Boolean(false) => return Ok(None),
         Value::Table(n) => n,
         other => {
-            return Err(bad(
+            return Err(r.bad(
                 "notify",
                 format!("table expected, got {}", super::args::type_name(&other)),
             ));
         }
     };
-    let device = match number(&n, "device")? {
+    let rn = Reader::new(&n, r.func);
+    let device = match rn.number("device")? {
         Some(d) if d >= 0.0 && d.fract() == 0.0 => d as i64,
-        _ => return Err(bad("notify", "device (a Luup device number) expected")),
+        _ => return Err(r.bad("notify", "device (a Luup device number) expected")),
     };
-    let service =
-        string(&n, "service")?.ok_or_else(|| bad("notify", "service (a serviceId) expected"))?;
-    let action = string(&n, "action")?.unwrap_or_else(|| "HandleReceive".into());
-    let host = string(&n, "host")?.unwrap_or_else(|| "127.0.0.1".into());
-    let port = size(&n, "port", 1.0, 65535.0)?.unwrap_or(3480) as u16;
+    let service = rn
+        .string("service")?
+        .ok_or_else(|| r.bad("notify", "service (a serviceId) expected"))?;
+    let action = rn
+        .string("action")?
+        .unwrap_or_else(|| "HandleReceive".into());
+    let host = rn.string("host")?.unwrap_or_else(|| "127.0.0.1".into());
+    let port = rn.size("port", 1.0, 65535.0)?.unwrap_or(3480) as u16;
     let pid = match n.get::<Value>("pid")? {
         Value::Nil => NEXT_PID
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -288,7 +312,7 @@ fn notify(t: &Table) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
         Value::String(s) => s.to_string_lossy(),
         v @ (Value::Integer(_) | Value::Number(_)) => v.to_string()?,
         other => {
-            return Err(bad(
+            return Err(r.bad(
                 "notify",
                 format!(
                     "pid: string expected, got {}",

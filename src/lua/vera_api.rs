@@ -9,10 +9,11 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use mlua::{
-    AnyUserData, Function, Lua, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value,
+    AnyUserData, Function, Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields,
+    UserDataMethods, Value,
 };
 
-use super::args::{expected, opt_table};
+use super::args::{api, expected, opt_table};
 use super::wait::PollInfo;
 use super::{log, options};
 use crate::connecting::{Connecting, Progress};
@@ -41,6 +42,8 @@ enum State {
     Open(Box<Session>),
     /// `close` sent a Close; waiting for the peer's until `deadline`.
     Closing(Box<Session>, Instant),
+    /// Event 4 has fired; the last output (a Close echo) still drains, silently.
+    Draining(Box<Session>),
     Closed,
 }
 
@@ -82,6 +85,12 @@ impl VeraSocket {
                     due,
                 })
             }
+            State::Draining(s) => s.drain_interest().map(|(fd, interest, until)| PollInfo {
+                fd,
+                interest,
+                dirty: false,
+                due: Some(until),
+            }),
             State::Doomed(_) => Some(PollInfo {
                 fd: -1,
                 interest: Interest::Read,
@@ -93,40 +102,65 @@ impl VeraSocket {
     }
 }
 
+/// Registry key of the websocket object's method table (see `methods`).
+pub const METHODS: &str = "luws.verawebsockets.methods";
+
 impl UserData for VeraSocket {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_meta_field_with(MetaMethod::Index, |lua| {
+            lua.named_registry_value::<Table>(METHODS)
+        });
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("verawebsockets[{}]", this.url))
         });
-        m.add_function("connect", |lua, ud: AnyUserData| connect(lua, ud));
-        m.add_function(
-            "send",
-            |lua, (ud, data, bin): (AnyUserData, Value, Value)| {
-                send(lua, (Value::UserData(ud), data, bin))
-            },
-        );
-        m.add_function("close", |lua, ud: AnyUserData| {
-            close(lua, Value::UserData(ud))
-        });
-        m.add_method("getfd", |_, this, ()| {
-            Ok(this.fd_and_interest().map_or(-1, |p| p.fd))
-        });
-        m.add_method("dirty", |_, this, ()| {
-            Ok(this.fd_and_interest().is_some_and(|p| p.dirty))
-        });
     }
 }
 
-pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
-    t.set("create", lua.create_function(create)?)?;
+/// The object's methods (`wso:connect()` …): the module functions, plus `getfd`/`dirty` for
+/// LuaSocket's `select`.
+pub fn methods(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
     t.set(
         "connect",
-        lua.create_function(|lua, v: Value| connect(lua, wso(1, "connect", v)?))?,
+        lua.create_function(api(|lua, v: Value| connect(lua, wso(1, "connect", v)?)))?,
     )?;
-    t.set("loop", lua.create_function(|lua, ()| run_loop(lua))?)?;
-    t.set("set_log_level", lua.create_function(set_log_level)?)?;
-    t.set("send", lua.create_function(send)?)?;
-    t.set("close", lua.create_function(close)?)?;
+    t.set("send", lua.create_function(api(send))?)?;
+    t.set("close", lua.create_function(api(close))?)?;
+    t.set(
+        "getfd",
+        lua.create_function(api(|_, v: Value| {
+            let ud = wso(1, "getfd", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            if matches!(&*this.state.borrow(), State::Draining(_)) {
+                return Ok(-1);
+            }
+            Ok(this.fd_and_interest().map_or(-1, |p| p.fd))
+        }))?,
+    )?;
+    t.set(
+        "dirty",
+        lua.create_function(api(|_, v: Value| {
+            let ud = wso(1, "dirty", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            Ok(this.fd_and_interest().is_some_and(|p| p.dirty))
+        }))?,
+    )?;
+    Ok(t)
+}
+
+pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    t.set("create", lua.create_function(api(create))?)?;
+    t.set(
+        "connect",
+        lua.create_function(api(|lua, v: Value| connect(lua, wso(1, "connect", v)?)))?,
+    )?;
+    t.set("loop", lua.create_function(api(|lua, ()| run_loop(lua)))?)?;
+    t.set("set_log_level", lua.create_function(api(set_log_level))?)?;
+    t.set("send", lua.create_function(api(send))?)?;
+    t.set("close", lua.create_function(api(close))?)?;
     Ok(())
 }
 
@@ -171,14 +205,33 @@ fn create(
         Ok(ep) => {
             let mut spec = OpenSpec::new(ep);
             if let Some(o) = &opts {
-                options::read(o, &mut spec)?;
+                let parts = options::read(o, &mut spec, "create")?;
+                // LuWS-only: verawebsockets events go to `event_handlers` with their own
+                // arguments, and `connect` opens its own socket.
+                let refuse = |name: &'static str, what: &str| {
+                    super::args::lua_error(Error::BadOption {
+                        name,
+                        func: "create",
+                        msg: format!("a wsopen option; {what}"),
+                    })
+                };
+                if parts.control_handler.is_some() {
+                    return Err(refuse("control_handler", "events go to event_handlers"));
+                }
+                if parts.handler_args.is_some() {
+                    return Err(refuse("handler_args", "event handlers get fixed arguments"));
+                }
+                if parts.connect.is_some() {
+                    return Err(refuse("connect", "create's object opens its own socket"));
+                }
             }
             if let Some(s) = &ssl {
                 read_ssl_settings(s, &mut spec)?;
             }
-            // Inside a Luup host nothing may block: sends are buffered and loop() flushes them.
+            // Inside a Luup host nothing may block: sends are buffered and loop() flushes them
+            // (send_timeout still bounds how long they may stall).
             if !standalone {
-                spec.session.send_timeout = Duration::ZERO;
+                spec.session.sends_wait = false;
             }
             Ok(Box::new(spec))
         }
@@ -308,6 +361,7 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
             }
         }
         State::Closing(s, d) => State::Closing(s, d),
+        State::Draining(s) => State::Draining(s),
         _ => {
             active(lua)?.raw_set(ud.clone(), Value::Nil)?;
             State::Closed
@@ -398,6 +452,15 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
     match prev {
         State::Doomed(e) => return connection_error(lua, ud, &this.url, &e),
+        State::Draining(mut s) => {
+            let _ = s.next_event();
+            if s.is_draining() {
+                *this.state.borrow_mut() = State::Draining(s);
+            } else {
+                active(lua)?.raw_set(ud.clone(), Value::Nil)?;
+            }
+            return Ok(());
+        }
         State::Connecting(mut c) => match c.advance() {
             Ok(Progress::Pending) => {
                 *this.state.borrow_mut() = State::Connecting(c);
@@ -464,8 +527,14 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 if let Event::Failed(e) = &event {
                     log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
                 }
-                *this.state.borrow_mut() = State::Closed;
-                active(lua)?.raw_set(ud.clone(), Value::Nil)?;
+                let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
+                match prev {
+                    // Its last output keeps draining through loop(), without events.
+                    State::Open(s) | State::Closing(s, _) if s.is_draining() => {
+                        *this.state.borrow_mut() = State::Draining(s);
+                    }
+                    _ => active(lua)?.raw_set(ud.clone(), Value::Nil)?,
+                }
                 log::lws(lua, log::NOTICE, &format!("closed {}", this.url));
                 fire(lua, ud, EV_CLOSED, args(vec![me.clone()]));
                 return Ok(());
