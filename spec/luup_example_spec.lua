@@ -45,15 +45,13 @@ describe("the Luup plugin example", function()
         assert(d == dev)
         vars[sid .. "/" .. name] = tostring(value)
       end,
-    }
-    -- The plugin requires its drop-in copy; here that is luws, with the notifications sent to
-    -- the fake Luup port instead of 3480.
-    package.loaded["L_LuwsExample1_LuWS"] = setmetatable({
-      wsopen = function(url, handler, opts)
-        opts.notify.port = luup_port
-        return luws.wsopen(url, handler, opts)
+      -- openLuup tells its HTTP port this way (it need not be 3480); the plugin must follow it.
+      attr_get = function(name, d)
+        if name == "openLuup.HTTP.Port" and (d or 0) == 0 then return tostring(luup_port) end
       end,
-    }, { __index = luws })
+    }
+    -- The plugin requires its drop-in copy; here that is luws itself.
+    package.loaded["L_LuwsExample1_LuWS"] = luws
     dofile(PLUGIN) -- fresh plugin state
   end)
 

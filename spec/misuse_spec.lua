@@ -532,6 +532,44 @@ describe("misuse", function()
         (err:gsub("^[^\n]-:%d+: ", "")))
     end)
 
+    -- Regression: the method forms raised mlua error userdata with a traceback, and counted
+    -- `self` as argument #1 even when called with a colon.
+    it("method forms raise plain strings, numbered as Lua numbers a method's arguments", function()
+      -- Called as statements, not `return c:m()`: a tail call hides how it was called (Lua's
+      -- own errors then count from self too).
+      local wso = luws.create("ws://127.0.0.1:1/", {}, nil, false)
+      local cases = {
+        { function() local r = conn:send("x", "y") return r end,
+          "bad argument #1 to 'send' (number expected, got string)" },
+        { function() local r = conn:send(1, {}) return r end,
+          "bad argument #2 to 'send' (string or function expected, got table)" },
+        { function() local r = conn.send(42, 1, "x") return r end,
+          "bad argument #1 to 'send' (luws connection expected, got number)" },
+        { function() local r = conn.getfd(nil) return r end,
+          "bad argument #1 to 'getfd' (luws connection expected, got nil)" },
+        { function() local r = conn.receive(nil) return r end,
+          "bad argument #1 to 'receive' (luws connection expected, got nil)" },
+        { function() local other = { isopen = conn.isopen } local r = other:isopen() return r end,
+          "calling 'isopen' on bad self (luws connection expected, got table)" },
+        { function() local r = wso:send({}) return r end,
+          "bad argument #1 to 'send' (string expected, got table)" },
+        { function() local r = wso.connect(5) return r end,
+          "bad argument #1 to 'connect' (websocket object expected, got number)" },
+        { function() local other = { getfd = wso.getfd } local r = other:getfd() return r end,
+          "calling 'getfd' on bad self (websocket object expected, got table)" },
+        { function() local r = luws.wssend(conn, "x") return r end,
+          "bad argument #2 to 'wssend' (number expected, got string)" },
+      }
+      for i, c in ipairs(cases) do
+        local ok, err = pcall(c[1])
+        assert.is_false(ok, "case " .. i)
+        assert.equal("string", type(err), "case " .. i)
+        assert.equal(c[2], err, "case " .. i)
+      end
+      assert.is_true(conn:isopen(), "the connection was closed")
+      round_trip(conn, got, "intact after method misuse")
+    end)
+
     it("luws.wait names a wrong element of its list plainly", function()
       local ok, err = pcall(luws.wait, { conn, 42 }, 0)
       assert.is_false(ok)

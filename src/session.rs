@@ -488,6 +488,16 @@ impl Session {
                 Some(CloseCode::Protocol),
             ),
             tungstenite::Error::Utf8(_) => (ReceiveFailure::InvalidUtf8, Some(CloseCode::Invalid)),
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0. (tungstenite
+            // reports the length as usize: on 32-bit targets such a frame reads as too big.)
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. })
+                if (size as u64) >> 63 != 0 =>
+            {
+                (
+                    ReceiveFailure::Protocol("invalid frame length"),
+                    Some(CloseCode::Protocol),
+                )
+            }
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
                 ReceiveFailure::TooBig {
                     size: size as u64,

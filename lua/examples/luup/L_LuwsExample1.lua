@@ -3,7 +3,7 @@
 -- below are the device's entry points (Luup's call_delay and <job> name functions, not values).
 --
 -- How arriving data gets handled:
---  * notify: a luws watcher thread asks Luup (HTTP GET on port 3480) to run our HandleReceive
+--  * notify: a luws watcher thread asks Luup (HTTP GET on its port) to run our HandleReceive
 --    action as soon as data arrives; its <job> calls wsreceive. This is SockProxy's mechanism
 --    without SockProxy, and a message waits milliseconds, not a poll interval.
 --  * a timer poll as a safety net: every 60 s once a notification has arrived, every 5 s until
@@ -11,7 +11,8 @@
 --  * on any failure: wsclose, then reopen after 1, 2, 4 ... 300 s; a successful open resets it.
 --
 -- Device variables (service urn:luws-example:serviceId:LuwsExample1): URL (ws:// or wss://),
--- Subscribe (a text message sent after each open, if set), LastMessage (what came last).
+-- Subscribe (a text message sent after each open, if set), LastMessage (what came last),
+-- NotifyPort (the host's HTTP port, if neither 3480 nor what openLuup reports).
 
 local SID = "urn:luws-example:serviceId:LuwsExample1"
 local POLL_BACKUP, POLL_FALLBACK = 60, 5 -- seconds between polls: notify works / not (yet)
@@ -35,6 +36,15 @@ local function getvar(name, default)
   local v = luup.variable_get(SID, name, dev)
   if v == nil or v == "" then return default end
   return v
+end
+
+-- The port the host serves Luup requests on: Vera's is always 3480; openLuup's can be another
+-- (its command line or openLuup.HTTP.Port), and it reports the one in use as that attribute.
+local function host_port()
+  local port = tonumber(getvar("NotifyPort", nil))
+  if port then return port end
+  local ok, attr = pcall(luup.attr_get, "openLuup.HTTP.Port", 0)
+  return ok and tonumber(attr) or 3480
 end
 
 local function on_message(_, opcode, data)
@@ -78,7 +88,8 @@ local function open()
   local c, err = luws.wsopen(getvar("URL", "ws://127.0.0.1:8080/"), on_message, {
     connect_timeout = 5, -- wsopen blocks the Luup engine while it connects: keep that short
     -- Pid = our generation, so a late notification for an older connection is recognised.
-    notify = { device = dev, service = SID, action = "HandleReceive", pid = tostring(gen) },
+    notify = { device = dev, service = SID, action = "HandleReceive", pid = tostring(gen),
+               port = host_port() },
   })
   if not c then
     log("open failed: " .. tostring(err))
