@@ -804,9 +804,11 @@ impl Session {
     pub fn close(&mut self, code: u16) {
         self.stop_notifier();
         let deadline = Instant::now() + self.config.close_timeout;
-        while let Some((fd, interest, _)) = self.drain_interest() {
+        while let Some((fd, interest, until)) = self.drain_interest() {
             self.progress_drain();
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline
+                .min(until)
+                .saturating_duration_since(Instant::now());
             if !self.is_draining() {
                 break;
             }
@@ -888,6 +890,8 @@ fn await_peer_close(ws: &mut Ws, deadline: Instant) {
                 if left.is_zero() || !matches!(wait_fd(fd, Interest::Read, left), Ok(true)) {
                     return;
                 }
+                // The stream remembers a short read as "the socket is empty"; it is not now.
+                ws.get_mut().set_budget(usize::MAX);
             }
             Err(_) => return,
         }

@@ -29,6 +29,7 @@ peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import os
 import select
@@ -36,6 +37,7 @@ import socket
 import ssl
 import string
 import struct
+import termios
 import threading
 import time
 import urllib.parse
@@ -484,6 +486,152 @@ class Conn:
         return not (self.close_received or self.failed)
 
 
+    # -- a peer that never reads (bounded output tests)
+    def inq(self):
+        """Bytes the client sent that we have not read (the kernel's receive queue)."""
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            return struct.unpack("i", raw)[0]
+        except (OSError, ValueError):
+            return -1
+
+    def poll_unread(self, events, timeout):
+        """poll(2) on the socket without reading it; returns the event mask (0 on timeout)."""
+        p = select.poll()
+        try:
+            p.register(self.sock.fileno(), events | select.POLLERR | select.POLLHUP)
+            evs = p.poll(max(timeout, 0) * 1000)
+        except (OSError, ValueError):
+            return select.POLLERR
+        return evs[0][1] if evs else 0
+
+    def send_unread(self, blocks, watch, stall_limit=WAIT, limit=HOLD):
+        """Send every bytes object of `blocks` without ever reading, in non-blocking steps so
+        that this thread cannot hang on a client that stops reading too.
+
+        Returns (bytes_sent, ending): ending None when all went out, "reset" when the client
+        went away, "stalled" when it took nothing for `stall_limit` seconds, "time-limit"
+        when `limit` seconds passed in all."""
+        sent = 0
+        deadline = time.monotonic() + limit
+        self.sock.settimeout(0)
+        try:
+            for block in blocks:
+                view = memoryview(block)
+                pos = 0
+                last_progress = time.monotonic()
+                while pos < len(view):
+                    if time.monotonic() >= deadline:
+                        return sent, "time-limit"
+                    watch.sample()
+                    try:
+                        n = self.sock.send(view[pos:])
+                    except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                            ssl.SSLWantReadError):
+                        n = 0
+                    except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+                        return sent, "reset"
+                    if n:
+                        pos += n
+                        sent += n
+                        last_progress = time.monotonic()
+                        continue
+                    if time.monotonic() - last_progress >= stall_limit:
+                        return sent, "stalled"
+                    mask = self.poll_unread(select.POLLOUT, 0.05)
+                    if mask & select.POLLERR:
+                        return sent, "reset"
+            return sent, None
+        finally:
+            self.sock.settimeout(WAIT)
+
+    def hold_unread(self, limit, watch):
+        """Keep the socket for `limit` seconds without reading. Returns None, or "reset"/"eof"
+        when the client's RST/FIN arrived first (a FIN queued behind unread data cannot)."""
+        deadline = time.monotonic() + limit
+        while True:
+            watch.sample()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            mask = self.poll_unread(select.POLLRDHUP, min(left, 0.05))
+            if mask & select.POLLERR:
+                return "reset"
+            if mask & (select.POLLRDHUP | select.POLLHUP):
+                return "eof"
+
+    def drain(self, limit):
+        """Read and discard what the client sent until it goes (<= `limit` s); records
+        "drained <bytes>", "pongs <n>" and "close <code>" for the frames in it. After the
+        client's Close our FIN goes out (the closing handshake is complete)."""
+        deadline = time.monotonic() + limit
+        buf, pos = bytearray(self.buf), 0
+        self.buf.clear()
+        total, pongs, ending, closed = len(buf), 0, "timeout", False
+        while True:
+            while True:  # frame headers only; payloads are skipped, except a Close's
+                if len(buf) - pos < 2:
+                    break
+                b0, b1 = buf[pos], buf[pos + 1]
+                n, hl = b1 & 0x7F, 2
+                if n == 126:
+                    if len(buf) - pos < 4:
+                        break
+                    n, hl = struct.unpack_from("!H", buf, pos + 2)[0], 4
+                elif n == 127:
+                    if len(buf) - pos < 10:
+                        break
+                    n, hl = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+                key = None
+                if b1 & 0x80:
+                    if len(buf) - pos < hl + 4:
+                        break
+                    key = bytes(buf[pos + hl:pos + hl + 4])
+                    hl += 4
+                if len(buf) - pos < hl + n:
+                    break
+                op = b0 & 0x0F
+                if op == OP_PONG:
+                    pongs += 1
+                elif op == OP_CLOSE and not closed:
+                    body = bytes(buf[pos + hl:pos + hl + n])
+                    if key:
+                        body = xor_mask(body, key)
+                    code = struct.unpack("!H", body[:2])[0] if len(body) >= 2 else "none"
+                    self.ev("close", code, _printable(body[2:]))
+                    closed = True
+                    try:
+                        self.sock.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                pos += hl + n
+            if pos > (1 << 20):
+                del buf[:pos]
+                pos = 0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                ending = "eof"
+                break
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+                ending = "reset"
+                break
+            if not data:
+                ending = "eof"
+                break
+            total += len(data)
+            buf += data
+        self.ev("drained", total)
+        self.ev("pongs", pongs)
+        self.ev(ending)
+
+
 # ---------------------------------------------------------------- handshake
 
 
@@ -536,6 +684,14 @@ def qint(c, name, default):
         return int(c.query.get(name, default))
     except (TypeError, ValueError):
         return default
+
+
+def qfloat(c, name, default, limit=HOLD):
+    try:
+        v = float(c.query.get(name, default))
+    except (TypeError, ValueError):
+        v = default
+    return min(max(v, 0.0), limit)
 
 
 def alphabet(n):
@@ -844,6 +1000,118 @@ def b_slowread(c, hdrs, head):
         c.session()  # start reading: plain echo from now on
 
 
+class RxWatch:
+    """Watches the receive queue of a peer that never reads. Whenever the client's output
+    stops arriving (the queue has not grown for QUIET s after growing) it records, once per
+    pause, "rx-quiet <queued bytes> <wall time of the last growth>": the moment the client's
+    send side stalled, in the clock of LuaSocket's gettime()."""
+
+    QUIET = 0.25
+
+    def __init__(self, c):
+        self.c = c
+        self.n = max(c.inq(), 0)
+        self.grew = None  # wall time of the last growth, None before the first
+        self.told = True
+
+    def sample(self):
+        n = self.c.inq()
+        now = time.time()
+        if n > self.n:
+            self.n, self.grew, self.told = n, now, False
+        elif not self.told and now - self.grew >= self.QUIET:
+            self.told = True
+            self.c.ev("rx-quiet", self.n, "%.3f" % self.grew)
+
+
+def _unread_ending(c, watch, ending):
+    """Common tail of the never-reading behaviours: hold (never reading), then drain."""
+    if ending is None:
+        ending = c.hold_unread(qfloat(c, "hold", 5.0), watch)
+    watch.sample()
+    if ending == "reset":
+        c.ev("reset")
+        return
+    c.drain(qfloat(c, "drain", 5.0, WAIT))
+    c.finish(linger=0.5)
+
+
+def b_pingflood(c, hdrs, head):
+    """/pingflood?bytes=N&size=S&then=close|fin|hold&hold=H&drain=D&stall=T: never reads;
+    sends ping frames with S (0-125, default 125) payload bytes until N bytes (default 1 MiB,
+    whole frames) are out; records "sent <bytes>"; then sends Close 1000 (then=close, the
+    default), a FIN (fin) or nothing (hold). Then holds the socket H s (default 5) without
+    reading, then reads for at most D s (default 5) and records what came (see drain). A
+    client that takes nothing for T s (default 10) ends the flood ("stalled"), so does the
+    flood lasting 60 s ("time-limit"); a client that goes away ends it at once ("reset").
+    "rx-quiet" lines say when the client's output stalled (see RxWatch)."""
+    switch(c, hdrs)
+    total = max(qint(c, "bytes", 1 << 20), 0)
+    size = min(max(qint(c, "size", 125), 0), 125)
+    then = c.query.get("then", "close")
+    frame = make_frame(OP_PING, b"p" * size)
+    frames = -(-total // len(frame))
+    per_block = max(1, (64 * 1024) // len(frame))
+    block = frame * per_block
+
+    def blocks():
+        left = frames
+        while left >= per_block:
+            left -= per_block
+            yield block
+        if left:
+            yield frame * left
+
+    watch = RxWatch(c)
+    sent, ending = c.send_unread(blocks(), watch, qfloat(c, "stall", 10.0, WAIT))
+    c.ev("sent", sent)
+    if ending is None and then == "close":
+        c.close_sent = True
+        _, ending = c.send_unread([make_frame(OP_CLOSE, close_payload(1000))], watch, 5.0)
+        if ending is None:
+            c.ev("sent-close")
+    elif ending is None and then == "fin":
+        try:
+            c.sock.shutdown(socket.SHUT_WR)
+            c.ev("sent-fin")
+        except OSError:
+            ending = "reset"
+    if ending in ("stalled", "time-limit"):
+        c.ev(ending)
+        ending = None
+    _unread_ending(c, watch, ending)
+
+
+def b_stallclose(c, hdrs, head):
+    """/stallclose?after=T&then=close|masked|badutf8&code=C&hold=H&drain=D: never reads; after
+    T s (default 1) sends one frame: Close C (default 1000), a masked text frame, or a text
+    frame that is not UTF-8; records "sent <then> <queued bytes> <wall time>" (how much the
+    client had sent that we had not read). Then holds the socket H s (default 5) without
+    reading, then reads for at most D s (default 5) and records what came (see drain). A
+    client that goes away before T ends it ("reset"/"eof")."""
+    switch(c, hdrs)
+    then = c.query.get("then", "close")
+    if then == "masked":
+        frame = make_frame(OP_TEXT, "hi", mask=True)
+    elif then == "badutf8":
+        frame = make_frame(OP_TEXT, b"\xff\xfe")
+    else:
+        then = "close"
+        c.close_sent = True
+        frame = make_frame(OP_CLOSE, close_payload(qint(c, "code", 1000)))
+    watch = RxWatch(c)
+    ending = c.hold_unread(qfloat(c, "after", 1.0), watch)
+    if ending is not None:
+        c.ev(ending)
+        return
+    queued = c.inq()
+    _, ending = c.send_unread([frame], watch, 5.0)
+    c.ev("sent", then, queued, "%.3f" % time.time())
+    if ending == "stalled":
+        ending = None
+    _unread_ending(c, watch, ending)
+
+
 def _bigping():
     return make_frame(OP_PING, b"p" * 126)
 
@@ -881,6 +1149,8 @@ BEHAVIOURS = {
     "/push": b_push,
     "/pingpong": b_pingpong,
     "/slowread": b_slowread,
+    "/pingflood": b_pingflood,
+    "/stallclose": b_stallclose,
 }
 # paths where a close frame has already gone out before the session starts
 ALREADY_CLOSED = {"/badclose"}

@@ -577,6 +577,76 @@ def slowread_and_count(ctx):
 
 
 @test
+def pingflood(ctx):
+    p, i = ctx.bad.port, uid()
+    c = Raw(p, "/pingflood?bytes=10000&then=close&hold=0.3&id=" + i)
+    fs = [c.frame() for _ in range(79)]  # ceil(10000 / 127) pings of 125 bytes
+    assert all(f["op"] == 9 and f["payload"] == b"p" * 125 and not f["masked"] for f in fs)
+    f = c.frame()
+    assert f["op"] == 8 and code_of(f["payload"]) == 1000, f
+    c.send(10, b"p" * 125)
+    c.close(1000)
+    assert c.expect_eof()  # after the hold the server drains, sees our Close and closes
+    c.shut()
+    got = [l for l in log(p, i, "eof") if not l.startswith("rx-quiet")]
+    assert got == ["open", "sent 10033", "sent-close", "close 1000", "drained 139",
+                   "pongs 1", "eof"], got
+    # then=hold and size: an rx-quiet line tells when our output stopped arriving
+    i = uid()
+    c = Raw(p, "/pingflood?bytes=100&size=0&then=hold&hold=1&id=" + i)
+    assert [c.frame()["n"] for _ in range(50)] == [0] * 50
+    t_sent = time.time()
+    c.send(2, b"x" * 200)
+    got = log(p, i, "rx-quiet")
+    quiet = [l.split() for l in got if l.startswith("rx-quiet")]
+    assert len(quiet) == 1 and quiet[0][1] == "208", got
+    assert abs(float(quiet[0][2]) - t_sent) < 0.2, (quiet, t_sent)
+    assert c.silent_for(0.3) is True
+    c.shut()
+    assert log(p, i, "eof")[-3:] == ["drained 208", "pongs 0", "eof"], log(p, i)
+    # a client that reads nothing: the flood stalls (bounded), our reset ends the drain
+    i = uid()
+    c = Raw(p, "/pingflood?bytes=50000000&stall=0.3&hold=0&id=" + i)
+    got = log(p, i, "stalled", 10)
+    assert got[-1] == "stalled" and 0 < int(got[-2].split()[1]) < 50000000, got
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.shut()
+    assert log(p, i, "reset")[-1] == "reset", log(p, i)
+    assert count(p, 0) == 0
+
+
+@test
+def stallclose(ctx):
+    p = ctx.bad.port
+    want = {
+        "close": (8, False, struct.pack("!H", 4001)),
+        "masked": (1, True, b"hi"),
+        "badutf8": (1, False, b"\xff\xfe"),
+    }
+    for then, (op, masked, payload) in want.items():
+        i = uid()
+        c = Raw(p, "/stallclose?after=0.4&then=%s&code=4001&hold=0.3&id=%s" % (then, i))
+        t0 = time.monotonic()
+        c.send(2, b"q" * 1000)  # queued unread on the server: 2 + 2 + 4 + 1000 bytes
+        f = c.frame()
+        assert 0.3 < time.monotonic() - t0 < 2
+        assert (f["op"], f["masked"], f["payload"]) == (op, masked, payload), (then, f)
+        t_frame = time.time()
+        c.close(1002)
+        assert c.expect_eof()
+        c.shut()
+        got = [l for l in log(p, i, "eof") if not l.startswith("rx-quiet")]
+        sent = got[1].split()
+        assert sent[:3] == ["sent", then, "1008"] and abs(float(sent[3]) - t_frame) < 0.2, got
+        assert got[2:] == ["close 1002", "drained 1016", "pongs 0", "eof"], (then, got)
+    # a client that goes before `after`
+    i = uid()
+    c = Raw(p, "/stallclose?after=5&id=" + i)
+    c.shut()
+    assert log(p, i, "eof") == ["open", "eof"], log(p, i)
+
+
+@test
 def log_endpoint(ctx):
     p = ctx.bad.port
     t0 = time.monotonic()
