@@ -1,7 +1,9 @@
-//! Opening a connection without ever blocking (the verawebsockets `connect`): name resolution
-//! on a helper thread, a non-blocking TCP connect, TLS stepped through its mid-handshake state,
-//! and the upgrade written and read as the socket allows. The owner calls `advance` whenever
-//! `interest` says the socket is ready (or a deadline passes).
+//! Opening a connection without ever blocking — the one opener of both APIs (`wsopen` drives it
+//! with a poll loop, `open`; verawebsockets' `loop()` steps it): name resolution on a helper
+//! thread, a non-blocking TCP connect (or a socket the caller connected: the `connect` option),
+//! TLS stepped through its mid-handshake state, and the upgrade written and read as the socket
+//! allows. The owner calls `advance` whenever `interest` says the socket is ready (or the
+//! deadline passes).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +16,8 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, UpgradeFailure, io_words};
 use crate::handshake::{self, Request, Verdict};
-use crate::open::OpenSpec;
 use crate::session::Session;
+use crate::spec::OpenSpec;
 use crate::stream::{NoBlock, Transport};
 use crate::sys::Interest;
 use crate::tcp;
@@ -45,9 +47,10 @@ enum Stage {
     Over,
 }
 
-/// What the resolver found: the peer's addresses, and the `notify` target's.
+/// What the resolver found: the peer's addresses (unless the caller brought a socket), and the
+/// `notify` target's.
 type Resolved = (
-    Result<Vec<SocketAddr>, String>,
+    Option<Result<Vec<SocketAddr>, String>>,
     Option<Result<Vec<SocketAddr>, String>>,
 );
 
@@ -57,6 +60,8 @@ pub struct Connecting {
     stage: Stage,
     /// The `notify` target's address, once resolved.
     notify_addr: Option<SocketAddr>,
+    /// A socket the caller connected (the `connect` option), used once names are resolved.
+    socket: Option<TcpStream>,
     connect_deadline: Instant,
     handshake_deadline: Option<Instant>,
 }
@@ -68,30 +73,33 @@ pub enum Progress {
 }
 
 impl Connecting {
-    /// Starts opening; returns at once.
-    pub fn start(spec: OpenSpec) -> Connecting {
+    /// Starts opening; returns at once. `socket`: a TCP connection the caller made (the
+    /// `connect` option), which enters at the TLS or upgrade stage.
+    pub fn start(spec: OpenSpec, socket: Option<TcpStream>) -> Connecting {
         let connect_deadline = Instant::now() + spec.connect_timeout;
         let (tx, answer) = mpsc::channel();
+        let peer = socket
+            .is_none()
+            .then(|| (spec.endpoint.host.clone(), spec.endpoint.port));
+        let notify = spec.notify.as_ref().map(|t| (t.host.clone(), t.port));
+        let literal = |h: &Option<(String, u16)>| {
+            h.as_ref()
+                .is_none_or(|(h, _)| h.parse::<std::net::IpAddr>().is_ok())
+        };
+        let inline = literal(&peer) && literal(&notify);
         let stage = match UnixStream::pair() {
             Ok((wake, signal)) => {
-                let (host, port) = (spec.endpoint.host.clone(), spec.endpoint.port);
-                let notify = spec.notify.as_ref().map(|t| (t.host.clone(), t.port));
                 let _ = wake.set_nonblocking(true);
                 // The thread never touches Lua; if the opening is abandoned it just finds the
                 // channel (and the wake socket) closed. The library is kept resident, so it
                 // can outlive the state.
                 let resolve = move || {
-                    let found = (
-                        tcp::resolve(&host, port),
-                        notify.as_ref().map(|(h, p)| tcp::resolve(h, *p)),
-                    );
-                    let _ = tx.send(found);
+                    let look_up =
+                        |h: &Option<(String, u16)>| h.as_ref().map(|(h, p)| tcp::resolve(h, *p));
+                    let _ = tx.send((look_up(&peer), look_up(&notify)));
                     crate::sys::poke(signal.as_raw_fd());
                 };
-                let literal = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
-                if literal(&spec.endpoint.host)
-                    && spec.notify.as_ref().is_none_or(|t| literal(&t.host))
-                {
+                if inline {
                     resolve(); // an IP literal needs no resolver thread
                     Stage::Resolving { answer, wake }
                 } else {
@@ -110,6 +118,7 @@ impl Connecting {
             spec,
             stage,
             notify_addr: None,
+            socket,
             connect_deadline,
             handshake_deadline: None,
         }
@@ -158,13 +167,17 @@ impl Connecting {
             let stage = std::mem::replace(&mut self.stage, Stage::Over);
             let next = match stage {
                 Stage::Resolving { answer, wake } => match answer.try_recv() {
-                    Ok((Ok(addrs), notify)) => {
+                    Ok((peer, notify)) => {
                         if let (Some(t), Some(found)) = (&self.spec.notify, notify) {
                             self.notify_addr = Some(tcp::first_address(t, found)?);
                         }
-                        self.connect_next(addrs)?
+                        match (self.socket.take(), peer) {
+                            (Some(tcp), _) => self.connected(tcp)?,
+                            (None, Some(Ok(addrs))) => self.connect_next(addrs)?,
+                            (None, Some(Err(reason))) => return Err(self.connect_error(reason)),
+                            (None, None) => return Err(self.connect_error("no address".into())),
+                        }
                     }
-                    Ok((Err(reason), _)) => return Err(self.connect_error(reason)),
                     Err(mpsc::TryRecvError::Empty) => {
                         if now >= self.connect_deadline {
                             return Err(self.connect_error("timeout".into()));
@@ -261,6 +274,8 @@ impl Connecting {
 
     fn connected(&mut self, tcp: TcpStream) -> Result<Stage, Error> {
         tcp::tune(&tcp);
+        tcp.set_nonblocking(true)
+            .map_err(|e| self.connect_error(io_words(&e)))?;
         if !self.spec.endpoint.secure {
             return self.upgrade(Transport::Plain(tcp));
         }

@@ -21,6 +21,7 @@ pub mod lws_reason;
 pub mod notify;
 pub mod open;
 pub mod session;
+pub mod spec;
 pub mod stream;
 pub mod sys;
 pub mod tcp;

@@ -1,11 +1,9 @@
-//! TCP connections with a deadline: name resolution, then each address in turn.
+//! Name resolution (on the opener's helper thread) and socket tuning.
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
-use crate::endpoint::Endpoint;
-use crate::error::{Error, io_words};
+use crate::error::Error;
 
 /// The reason LuaSocket gives when a name does not resolve.
 pub const HOST_NOT_FOUND: &str = "host not found";
@@ -28,37 +26,6 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-/// Resolves within `deadline`: getaddrinfo cannot be interrupted, so a name runs on a helper
-/// thread (which never touches Lua, and may finish after we stopped waiting).
-pub fn resolve_until(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
-    if host.parse::<IpAddr>().is_ok() {
-        return resolve(host, port);
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("luws-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(resolve(&name, port));
-        })
-        .map_err(|e| io_words(&e))?;
-    let left = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(left) {
-        Ok(r) => r,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err("timeout".into()),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(HOST_NOT_FOUND.into()),
-    }
-}
-
-/// The `notify` target's address, resolved within `deadline`: the watcher thread must never
-/// resolve a name itself (getaddrinfo has no bound).
-pub fn resolve_notify(
-    t: &crate::notify::NotifyTarget,
-    deadline: Instant,
-) -> Result<SocketAddr, Error> {
-    first_address(t, resolve_until(&t.host, t.port, deadline))
-}
-
 /// The first of resolved addresses of a `notify` target, or the error a failed open reports.
 pub fn first_address(
     t: &crate::notify::NotifyTarget,
@@ -74,31 +41,6 @@ pub fn first_address(
         port: t.port,
         reason,
     })
-}
-
-/// Connects to the first address that answers before `deadline`.
-pub fn connect(ep: &Endpoint, deadline: Instant) -> Result<TcpStream, Error> {
-    let fail = |reason: String| Error::Connect {
-        host: ep.host.clone(),
-        port: ep.port,
-        reason,
-    };
-    let addrs = resolve_until(&ep.host, ep.port, deadline).map_err(fail)?;
-    let mut last = String::from("timeout");
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(fail("timeout".into()));
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => {
-                tune(&s);
-                return Ok(s);
-            }
-            Err(e) => last = io_words(&e),
-        }
-    }
-    Err(fail(last))
 }
 
 /// Small messages must not wait for Nagle; keepalive lets the kernel notice a dead peer.

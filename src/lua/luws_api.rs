@@ -12,8 +12,9 @@ use super::conn::{self, Conn, Handlers};
 use super::{log, options};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, SendFailure};
-use crate::open::{OpenSpec, open_blocking};
+use crate::open::open_blocking;
 use crate::session::{Event, Outgoing};
+use crate::spec::OpenSpec;
 use tungstenite::Bytes;
 
 pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
@@ -113,16 +114,17 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         },
         None => None,
     };
-    let session = match open_blocking(&spec, tcp) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
+    let label = spec.endpoint.host_port();
     if let Some(t) = &opts {
         options::fill_defaults(t, &spec)?;
     }
+    let session = match open_blocking(spec, tcp) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     let ud = lua.create_userdata(Conn {
         session: RefCell::new(session),
-        label: spec.endpoint.host_port(),
+        label,
         depth: std::cell::Cell::new(0),
     })?;
     conn::store_handlers(

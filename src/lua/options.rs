@@ -8,7 +8,7 @@ use mlua::{Function, Table, Value};
 
 use super::args::lua_error;
 use crate::error::Error;
-use crate::open::OpenSpec;
+use crate::spec::OpenSpec;
 
 /// The Lua-side parts of the options.
 pub struct LuaParts {

@@ -20,8 +20,8 @@ use crate::connecting::{Connecting, Progress};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::lws_reason::lws_reason;
-use crate::open::OpenSpec;
 use crate::session::{Event, Outgoing, Session};
+use crate::spec::OpenSpec;
 use crate::sys::{self, Interest};
 
 /// Registry key of the table of objects `loop()` must service.
@@ -293,7 +293,7 @@ fn connect(lua: &Lua, ud: AnyUserData) -> mlua::Result<()> {
     let this = ud.borrow::<VeraSocket>()?;
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
     let next = match prev {
-        State::Created(Ok(spec)) => State::Connecting(Box::new(Connecting::start(*spec))),
+        State::Created(Ok(spec)) => State::Connecting(Box::new(Connecting::start(*spec, None))),
         State::Created(Err(e)) => State::Doomed(e),
         other => {
             log::lws(

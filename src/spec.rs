@@ -1,0 +1,37 @@
+//! What one connection is opened with: where, which headers, TLS, timeouts, the session's
+//! tunables and the Luup notification target. Both APIs fill it from their options.
+
+use std::time::Duration;
+
+use crate::endpoint::Endpoint;
+use crate::session::SessionConfig;
+use crate::tls::TlsSettings;
+
+/// Everything needed to open one connection.
+#[derive(Debug, Clone)]
+pub struct OpenSpec {
+    pub endpoint: Endpoint,
+    pub headers: Vec<(String, String)>,
+    pub tls: TlsSettings,
+    /// Bounds name resolution, TCP connect and the TLS handshake (LuWS: 15 s).
+    pub connect_timeout: Duration,
+    /// Bounds the HTTP upgrade (LuWS: 5 s).
+    pub handshake_timeout: Duration,
+    pub session: SessionConfig,
+    /// Luup notification on data arrival (the `notify` option).
+    pub notify: Option<crate::notify::NotifyTarget>,
+}
+
+impl OpenSpec {
+    pub fn new(endpoint: Endpoint) -> OpenSpec {
+        OpenSpec {
+            endpoint,
+            headers: Vec::new(),
+            tls: TlsSettings::default(),
+            connect_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(5),
+            session: SessionConfig::default(),
+            notify: None,
+        }
+    }
+}
