@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::error::{Error, UpgradeFailure, io_words};
+use crate::error::{Error, IoFailure, UpgradeFailure};
 use crate::handshake::{self, Request, Verdict};
 use crate::session::Session;
 use crate::spec::OpenSpec;
@@ -50,8 +50,8 @@ enum Stage {
 /// What the resolver found: the peer's addresses (unless the caller brought a socket), and the
 /// `notify` target's.
 type Resolved = (
-    Option<Result<Vec<SocketAddr>, String>>,
-    Option<Result<Vec<SocketAddr>, String>>,
+    Option<Result<Vec<SocketAddr>, IoFailure>>,
+    Option<Result<Vec<SocketAddr>, IoFailure>>,
 );
 
 /// A connection being opened.
@@ -175,27 +175,27 @@ impl Connecting {
                             (Some(tcp), _) => self.connected(tcp)?,
                             (None, Some(Ok(addrs))) => self.connect_next(addrs)?,
                             (None, Some(Err(reason))) => return Err(self.connect_error(reason)),
-                            (None, None) => return Err(self.connect_error("no address".into())),
+                            (None, None) => return Err(self.connect_error(IoFailure::HostNotFound)),
                         }
                     }
                     Err(mpsc::TryRecvError::Empty) => {
                         if now >= self.connect_deadline {
-                            return Err(self.connect_error("timeout".into()));
+                            return Err(self.connect_error(IoFailure::Timeout));
                         }
                         self.stage = Stage::Resolving { answer, wake };
                         return Ok(Progress::Pending);
                     }
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        return Err(self.connect_error(tcp::HOST_NOT_FOUND.into()));
+                        return Err(self.connect_error(IoFailure::HostNotFound));
                     }
                 },
                 Stage::Tcp { sock, rest } => {
                     if let Some(e) = sock.take_error().ok().flatten() {
-                        self.retry_or_fail(rest, io_words(&e))?
+                        self.retry_or_fail(rest, IoFailure::from(&e))?
                     } else if sock.peer_addr().is_ok() {
                         self.connected(TcpStream::from(sock))?
                     } else if now >= self.connect_deadline {
-                        return Err(self.connect_error("timeout".into()));
+                        return Err(self.connect_error(IoFailure::Timeout));
                     } else {
                         self.stage = Stage::Tcp { sock, rest };
                         return Ok(Progress::Pending);
@@ -219,13 +219,14 @@ impl Connecting {
                     sent,
                     buf,
                 } => return self.step_upgrade(transport, req, sent, buf),
-                Stage::Over => return Err(self.connect_error("resolver unavailable".into())),
+                // The resolver thread or its wake-up socket could not be made.
+                Stage::Over => return Err(self.connect_error(IoFailure::HostNotFound)),
             };
             self.stage = next;
         }
     }
 
-    fn connect_error(&self, reason: String) -> Error {
+    fn connect_error(&self, reason: IoFailure) -> Error {
         Error::Connect {
             host: self.spec.endpoint.host.clone(),
             port: self.spec.endpoint.port,
@@ -236,17 +237,17 @@ impl Connecting {
     /// Starts a non-blocking connect to the first address that does not fail at once.
     fn connect_next(&mut self, mut addrs: Vec<SocketAddr>) -> Result<Stage, Error> {
         addrs.reverse();
-        let mut last = String::from("connection refused");
+        let mut last = IoFailure::Refused;
         while let Some(addr) = addrs.pop() {
             let sock = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
                 Ok(s) => s,
                 Err(e) => {
-                    last = io_words(&e);
+                    last = IoFailure::from(&e);
                     continue;
                 }
             };
             if let Err(e) = sock.set_nonblocking(true) {
-                last = io_words(&e);
+                last = IoFailure::from(&e);
                 continue;
             }
             match sock.connect(&addr.into()) {
@@ -258,13 +259,13 @@ impl Connecting {
                     addrs.reverse();
                     return Ok(Stage::Tcp { sock, rest: addrs });
                 }
-                Err(e) => last = io_words(&e),
+                Err(e) => last = IoFailure::from(&e),
             }
         }
         Err(self.connect_error(last))
     }
 
-    fn retry_or_fail(&mut self, rest: Vec<SocketAddr>, reason: String) -> Result<Stage, Error> {
+    fn retry_or_fail(&mut self, rest: Vec<SocketAddr>, reason: IoFailure) -> Result<Stage, Error> {
         if rest.is_empty() {
             Err(self.connect_error(reason))
         } else {
@@ -275,7 +276,7 @@ impl Connecting {
     fn connected(&mut self, tcp: TcpStream) -> Result<Stage, Error> {
         tcp::tune(&tcp);
         tcp.set_nonblocking(true)
-            .map_err(|e| self.connect_error(io_words(&e)))?;
+            .map_err(|e| self.connect_error(IoFailure::from(&e)))?;
         if !self.spec.endpoint.secure {
             return self.upgrade(Transport::Plain(tcp));
         }
@@ -292,7 +293,7 @@ impl Connecting {
     fn upgrade(&mut self, transport: Transport) -> Result<Stage, Error> {
         self.handshake_deadline = Some(Instant::now() + self.spec.handshake_timeout);
         let req = handshake::build_request(&self.spec.endpoint, &self.spec.headers)
-            .map_err(|e| Error::Upgrade(UpgradeFailure::Io(io_words(&e))))?;
+            .map_err(|e| Error::Upgrade(UpgradeFailure::Io(IoFailure::from(&e))))?;
         Ok(Stage::Upgrade {
             transport,
             req,
@@ -309,9 +310,12 @@ impl Connecting {
         mut buf: Vec<u8>,
     ) -> Result<Progress, Error> {
         let fail = |f: UpgradeFailure| Error::Upgrade(f);
-        let io_fail = |e: io::Error| match io_words(&e).as_str() {
-            "closed" => fail(UpgradeFailure::Closed),
-            w => fail(UpgradeFailure::Io(w.to_string())),
+        let io_fail = |e: io::Error| {
+            fail(match IoFailure::from(&e) {
+                IoFailure::Closed => UpgradeFailure::Closed,
+                IoFailure::Timeout => UpgradeFailure::Timeout,
+                f => UpgradeFailure::Io(f),
+            })
         };
         while sent < req.bytes.len() {
             match transport
@@ -341,7 +345,7 @@ impl Connecting {
                                 // As wsopen reports it: the connection could not be set up.
                                 session
                                     .start_notifier(t.clone(), addr)
-                                    .map_err(|e| self.connect_error(io_words(&e)))?;
+                                    .map_err(|e| self.connect_error(IoFailure::from(&e)))?;
                             }
                             return Ok(Progress::Ready(Box::new(session)));
                         }

@@ -1,6 +1,6 @@
 //! A `ws://` or `wss://` URL taken apart into what the connection needs (RFC 6455 §3).
 
-use crate::error::Error;
+use crate::error::{Error, UrlProblem};
 
 /// Where to connect and what to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +21,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses a URL string. Every failure is `Error::BadUrl`, returned to Lua as `false, err`.
     pub fn parse(text: &str) -> Result<Endpoint, Error> {
-        let bad = |why: &'static str| Error::BadUrl {
+        let bad = |why: UrlProblem| Error::BadUrl {
             url: text.to_string(),
             why,
         };
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err(bad("empty URL"));
+            return Err(bad(UrlProblem::Empty));
         }
         let lower = trimmed.get(..6).unwrap_or(trimmed).to_ascii_lowercase();
         let rest = if lower.starts_with("ws://") {
@@ -35,40 +35,40 @@ impl Endpoint {
         } else if lower.starts_with("wss://") {
             &trimmed[6..]
         } else {
-            return Err(bad("scheme must be ws:// or wss://"));
+            return Err(bad(UrlProblem::Scheme));
         };
         // The url crate repairs `ws:///x` into host `x`; a missing host must stay an error.
         if rest.is_empty() || rest.starts_with(['/', '?', '#', ':']) {
-            return Err(bad("no host"));
+            return Err(bad(UrlProblem::NoHost));
         }
         let url = url::Url::parse(trimmed).map_err(|e| {
             bad(match e {
-                url::ParseError::InvalidPort => "port out of range",
-                url::ParseError::EmptyHost => "no host",
+                url::ParseError::InvalidPort => UrlProblem::Port,
+                url::ParseError::EmptyHost => UrlProblem::NoHost,
                 url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
-                    "invalid IP address"
+                    UrlProblem::IpAddress
                 }
                 url::ParseError::IdnaError | url::ParseError::InvalidDomainCharacter => {
-                    "invalid host name"
+                    UrlProblem::HostName
                 }
-                _ => "malformed URL",
+                _ => UrlProblem::Malformed,
             })
         })?;
         if url.fragment().is_some() {
             // RFC 6455 §3: fragment identifiers MUST NOT be used in WebSocket URIs.
-            return Err(bad("fragment (#) not allowed"));
+            return Err(bad(UrlProblem::Fragment));
         }
         let secure = url.scheme() == "wss";
         let default_port = if secure { 443 } else { 80 };
         let port = url.port().unwrap_or(default_port);
         if port == 0 {
-            return Err(bad("port out of range"));
+            return Err(bad(UrlProblem::Port));
         }
         let (host, bracketed) = match url.host() {
             Some(url::Host::Domain(d)) => (d.to_string(), d.to_string()),
             Some(url::Host::Ipv4(a)) => (a.to_string(), a.to_string()),
             Some(url::Host::Ipv6(a)) => (a.to_string(), format!("[{a}]")),
-            None => return Err(bad("no host")),
+            None => return Err(bad(UrlProblem::NoHost)),
         };
         let host_header = if port == default_port {
             bracketed
@@ -142,9 +142,9 @@ mod tests {
         }
     }
 
-    fn why(s: &str) -> &'static str {
+    fn why(s: &str) -> String {
         match Endpoint::parse(s) {
-            Err(Error::BadUrl { why, .. }) => why,
+            Err(Error::BadUrl { why, .. }) => why.to_string(),
             other => panic!("{s}: expected BadUrl, got {other:?}"),
         }
     }

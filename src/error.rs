@@ -13,14 +13,14 @@ use thiserror::Error;
 pub enum Error {
     /// `wsopen` was given a URL it cannot use (returned, never raised: URLs come from config).
     #[error("Invalid protocol/address for WebSocket open in {url}: {why}")]
-    BadUrl { url: String, why: &'static str },
+    BadUrl { url: String, why: UrlProblem },
 
-    /// TCP connection (or name resolution) failed. `reason` uses LuaSocket's words.
+    /// TCP connection (or name resolution) failed.
     #[error("Connection to {host}:{port} failed: {reason}")]
     Connect {
         host: String,
         port: u16,
-        reason: String,
+        reason: IoFailure,
     },
 
     /// The `connect` option's function returned `nil, err`: its message, unchanged.
@@ -82,6 +82,73 @@ pub enum Error {
     },
 }
 
+/// What is wrong with a URL (the text after `… open in <url>: `).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum UrlProblem {
+    #[error("URL missing")]
+    Missing,
+    #[error("empty URL")]
+    Empty,
+    #[error("scheme must be ws:// or wss://")]
+    Scheme,
+    #[error("no host")]
+    NoHost,
+    #[error("port out of range")]
+    Port,
+    #[error("invalid IP address")]
+    IpAddress,
+    #[error("invalid host name")]
+    HostName,
+    #[error("fragment (#) not allowed")]
+    Fragment,
+    #[error("malformed URL")]
+    Malformed,
+}
+
+/// A socket failure, in LuaSocket's words (`timeout`, `closed`, `connection refused`, …), so
+/// that messages read like the ones LuWS users already match on.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum IoFailure {
+    #[error("timeout")]
+    Timeout,
+    /// The peer closed or reset the connection.
+    #[error("closed")]
+    Closed,
+    #[error("connection refused")]
+    Refused,
+    #[error("no route to host")]
+    NoRoute,
+    #[error("address not available")]
+    AddressNotAvailable,
+    /// The name did not resolve (or the resolver could not run).
+    #[error("host not found")]
+    HostNotFound,
+    /// Any other failure: the system's text, lowercased, as LuaSocket prints strerror.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<&std::io::Error> for IoFailure {
+    fn from(e: &std::io::Error) -> IoFailure {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::WouldBlock | K::TimedOut => IoFailure::Timeout,
+            K::ConnectionRefused => IoFailure::Refused,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                IoFailure::Closed
+            }
+            K::HostUnreachable | K::NetworkUnreachable => IoFailure::NoRoute,
+            K::AddrNotAvailable => IoFailure::AddressNotAvailable,
+            _ => {
+                // std appends " (os error N)"; LuaSocket prints the bare strerror text.
+                let text = e.to_string();
+                let bare = text.split(" (os error").next().unwrap_or(&text);
+                IoFailure::Other(bare.to_lowercase())
+            }
+        }
+    }
+}
+
 /// Why the HTTP upgrade failed (the text after `upgrade failed; `).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UpgradeFailure {
@@ -114,9 +181,9 @@ pub enum UpgradeFailure {
     /// The server enabled an extension luws did not ask for (§4.1, item 5).
     #[error("unexpected Sec-WebSocket-Extensions {0}")]
     Extension(String),
-    /// Any other socket error, in LuaSocket's words.
+    /// Any other socket error.
     #[error("{0}")]
-    Io(String),
+    Io(IoFailure),
 }
 
 /// Why a send failed (the text after `send error: `).
@@ -144,7 +211,7 @@ pub enum SendFailure {
     #[error("source: {0}")]
     Source(String),
     #[error("{0}")]
-    Io(String),
+    Io(IoFailure),
 }
 
 /// Why receiving ended the connection (the text after `receiver error: `).
@@ -165,9 +232,9 @@ pub enum ReceiveFailure {
     /// `keepalive` sent a ping and no frame came back in time.
     #[error("keepalive timeout")]
     KeepaliveTimeout,
-    /// Any other socket error, in LuaSocket's words.
+    /// Any other socket error.
     #[error("{0}")]
-    Io(String),
+    Io(IoFailure),
 }
 
 impl Error {
@@ -182,32 +249,9 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Raised errors (misuse) reach Lua with exactly the `Display` text.
-impl From<Error> for mlua::Error {
-    fn from(e: Error) -> mlua::Error {
-        mlua::Error::external(e)
-    }
-}
-
-/// An I/O error in LuaSocket's words (`timeout`, `closed`, `connection refused`, …), so that
-/// messages read like the ones LuWS users already match on.
+/// An I/O error in LuaSocket's words, as text (for the TLS backends' messages).
 pub fn io_words(e: &std::io::Error) -> String {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::WouldBlock | K::TimedOut => "timeout".into(),
-        K::ConnectionRefused => "connection refused".into(),
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-            "closed".into()
-        }
-        K::HostUnreachable | K::NetworkUnreachable => "no route to host".into(),
-        K::AddrNotAvailable => "address not available".into(),
-        _ => {
-            // std appends " (os error N)"; LuaSocket prints the bare strerror text, lowercased.
-            let text = e.to_string();
-            let bare = text.split(" (os error").next().unwrap_or(&text);
-            bare.to_lowercase()
-        }
-    }
+    IoFailure::from(e).to_string()
 }
 
 #[cfg(test)]
@@ -231,7 +275,7 @@ mod tests {
             Error::Connect {
                 host: "example".into(),
                 port: 80,
-                reason: "connection refused".into()
+                reason: IoFailure::Refused,
             }
             .to_string(),
             "Connection to example:80 failed: connection refused"

@@ -1,18 +1,24 @@
 //! The verawebsockets (libwebsockets 2.4) words for a failed connection, so event-1 handlers
 //! written for Vera's library keep matching. The full luws message travels alongside.
 
-use crate::error::{Error, UpgradeFailure};
-use crate::tcp::HOST_NOT_FOUND;
+use crate::error::{Error, IoFailure, UpgradeFailure, UrlProblem};
 
 /// The libwebsockets 2.4 `LWS_CALLBACK_CLIENT_CONNECTION_ERROR` reason for `e`.
 pub fn lws_reason(e: &Error) -> &'static str {
     match e {
-        Error::BadUrl { why, .. } if *why == "URL missing" || *why == "empty URL" => {
-            "HS: URI missing"
-        }
+        Error::BadUrl {
+            why: UrlProblem::Missing | UrlProblem::Empty,
+            ..
+        } => "HS: URI missing",
         Error::BadUrl { .. } => "HS: URI did not parse",
-        Error::Connect { reason, .. } if reason == HOST_NOT_FOUND => "getaddrinfo (ipv4) failed",
-        Error::Connect { reason, .. } if reason == "timeout" => "timeout",
+        Error::Connect {
+            reason: IoFailure::HostNotFound,
+            ..
+        } => "getaddrinfo (ipv4) failed",
+        Error::Connect {
+            reason: IoFailure::Timeout,
+            ..
+        } => "timeout",
         Error::Connect { .. } | Error::ConnectFunction(_) | Error::NoSocket => "connect failed",
         Error::Tls(r) if r.starts_with("cannot read") || r.starts_with("bad ") => {
             "lws_ssl_client_connect1 failed"
@@ -53,14 +59,17 @@ mod tests {
             "HS: ws upgrade response not 101"
         );
         assert_eq!(up(UpgradeFailure::Closed), "Peer hung up");
-        let connect = |r: &str| {
+        let connect = |reason| {
             lws_reason(&Error::Connect {
                 host: "h".into(),
                 port: 1,
-                reason: r.into(),
+                reason,
             })
         };
-        assert_eq!(connect("host not found"), "getaddrinfo (ipv4) failed");
-        assert_eq!(connect("connection refused"), "connect failed");
+        assert_eq!(
+            connect(IoFailure::HostNotFound),
+            "getaddrinfo (ipv4) failed"
+        );
+        assert_eq!(connect(IoFailure::Refused), "connect failed");
     }
 }

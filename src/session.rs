@@ -16,7 +16,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
-use crate::error::{Error, ReceiveFailure, SendFailure, io_words};
+use crate::error::{Error, IoFailure, ReceiveFailure, SendFailure};
 use crate::stream::{Stream, Transport, ws_no_block};
 use crate::sys::{Interest, wait_fd};
 
@@ -187,10 +187,16 @@ impl Link {
 #[derive(Debug)]
 pub enum Event {
     /// A complete data message (text already checked as UTF-8).
-    Message { text: bool, data: Bytes },
-    /// A control frame: opcode 8 (Close, the body as received), 9 (Ping) or 10 (Pong).
-    /// Replies the RFC requires (Pong, Close) are already queued.
-    Control { opcode: u8, data: Bytes },
+    Message {
+        text: bool,
+        data: Bytes,
+    },
+    /// A Ping; its Pong is already queued (a pong sent before the next step replaces it).
+    Ping(Bytes),
+    Pong(Bytes),
+    /// The peer's Close (`None`: no status code); the echo is already queued and the
+    /// connection is over for the application.
+    Close(Option<CloseFrame>),
     /// The connection just failed; the socket is closed.
     Failed(Error),
     /// The connection was already closed: nothing more will come.
@@ -207,8 +213,8 @@ pub enum Outgoing {
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
-    /// A Close body as given by the user: empty, or a 2-byte code and a UTF-8 reason.
-    Close(Bytes),
+    /// A Close, with a status code or without (`close_frame` reads a user's body).
+    Close(Option<CloseFrame>),
 }
 
 /// One open (or formerly open) WebSocket connection.
@@ -437,12 +443,9 @@ impl Session {
                 // tungstenite queued the pong; the next step writes it, unless the control
                 // handler sends its own in its place.
                 self.note_pending();
-                Event::Control { opcode: 9, data: p }
+                Event::Ping(p)
             }
-            Message::Pong(p) => Event::Control {
-                opcode: 10,
-                data: p,
-            },
+            Message::Pong(p) => Event::Pong(p),
             Message::Close(frame) => {
                 // tungstenite answers a close code that may not be sent (RFC 6455 §7.4.1) with
                 // 1002 "Protocol violation" in place of the peer's frame: a protocol error.
@@ -453,21 +456,10 @@ impl Session {
                     self.end(Ending::Failed(err.clone()), false);
                     return Event::Failed(err);
                 }
-                let body = match frame {
-                    Some(f) => {
-                        let mut v = u16::from(f.code).to_be_bytes().to_vec();
-                        v.extend_from_slice(f.reason.as_bytes());
-                        Bytes::from(v)
-                    }
-                    None => Bytes::new(),
-                };
                 // tungstenite queued our echo of the peer's Close (or this acknowledges ours):
                 // it drains as the socket allows, then the socket goes.
                 self.end(Ending::Peer, false);
-                Event::Control {
-                    opcode: 8,
-                    data: body,
-                }
+                Event::Close(frame)
             }
             // Raw frames are never returned by read().
             Message::Frame(_) => Event::Idle,
@@ -512,12 +504,14 @@ impl Session {
                 },
                 Some(CloseCode::Size),
             ),
-            tungstenite::Error::Io(io) => (ReceiveFailure::Io(io_words(&io)), None),
-            other => (ReceiveFailure::Io(other.to_string()), None),
-        };
-        let failure = match failure {
-            ReceiveFailure::Io(w) if w == "closed" => ReceiveFailure::Closed,
-            f => f,
+            tungstenite::Error::Io(io) => match IoFailure::from(&io) {
+                IoFailure::Closed => (ReceiveFailure::Closed, None),
+                f => (ReceiveFailure::Io(f), None),
+            },
+            other => (
+                ReceiveFailure::Io(IoFailure::Other(other.to_string())),
+                None,
+            ),
         };
         self.fail(Error::Receive(failure), code)
     }
@@ -777,18 +771,31 @@ impl Session {
 
     fn fail_send(&mut self, e: tungstenite::Error) -> Error {
         let failure = match e {
-            tungstenite::Error::Io(io) => match io_words(&io).as_str() {
-                "closed" => SendFailure::Closed,
-                w => SendFailure::Io(w.to_string()),
+            tungstenite::Error::Io(io) => match IoFailure::from(&io) {
+                IoFailure::Closed => SendFailure::Closed,
+                f => SendFailure::Io(f),
             },
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
                 SendFailure::Closed
             }
-            other => SendFailure::Io(other.to_string()),
+            other => SendFailure::Io(IoFailure::Other(other.to_string())),
         };
         let err = Error::Send(failure);
         self.drop_socket(Ending::Failed(err.clone()));
         err
+    }
+
+    /// Starts the closing handshake without waiting: queues Close `code` (sent as the socket
+    /// allows); the peer's answer arrives as `Event::Close` from `next_event`.
+    pub fn begin_close(&mut self, code: CloseCode) -> Result<(), Error> {
+        self.stop_notifier();
+        let sends_wait = std::mem::replace(&mut self.config.sends_wait, false);
+        let r = self.send(Outgoing::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(""),
+        })));
+        self.config.sends_wait = sends_wait;
+        r
     }
 
     /// Closes the socket at once, without a closing handshake (a Close that got no answer).
@@ -913,12 +920,21 @@ fn to_message(out: Outgoing) -> Result<Message, SendFailure> {
         Outgoing::Binary(v) => Message::Binary(v),
         Outgoing::Ping(v) => Message::Ping(control(v)?),
         Outgoing::Pong(v) => Message::Pong(control(v)?),
-        Outgoing::Close(v) => Message::Close(close_frame(control(v)?)?),
+        Outgoing::Close(f) => {
+            if f.as_ref().is_some_and(|f| f.reason.len() > 123) {
+                return Err(SendFailure::ControlTooLarge);
+            }
+            Message::Close(f)
+        }
     })
 }
 
-/// A Close body from user bytes (RFC 6455 §5.5.1, §7.4).
-fn close_frame(body: Bytes) -> Result<Option<CloseFrame>, SendFailure> {
+/// A Close body from user bytes (RFC 6455 §5.5.1, §7.4): empty, or a 2-byte code that may be
+/// sent and a UTF-8 reason.
+pub fn close_frame(body: Bytes) -> Result<Option<CloseFrame>, SendFailure> {
+    if body.len() > 125 {
+        return Err(SendFailure::ControlTooLarge);
+    }
     if body.is_empty() {
         return Ok(None);
     }

@@ -3,13 +3,10 @@
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 
-use crate::error::Error;
-
-/// The reason LuaSocket gives when a name does not resolve.
-pub const HOST_NOT_FOUND: &str = "host not found";
+use crate::error::{Error, IoFailure};
 
 /// Resolves the endpoint's host. IP literals skip the resolver.
-pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, IoFailure> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -17,23 +14,23 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         Ok(addrs) => {
             let v: Vec<SocketAddr> = addrs.collect();
             if v.is_empty() {
-                Err(HOST_NOT_FOUND.into())
+                Err(IoFailure::HostNotFound)
             } else {
                 Ok(v)
             }
         }
-        Err(_) => Err(HOST_NOT_FOUND.into()),
+        Err(_) => Err(IoFailure::HostNotFound),
     }
 }
 
 /// The first of resolved addresses of a `notify` target, or the error a failed open reports.
 pub fn first_address(
     t: &crate::notify::NotifyTarget,
-    r: Result<Vec<SocketAddr>, String>,
+    r: Result<Vec<SocketAddr>, IoFailure>,
 ) -> Result<SocketAddr, Error> {
     match r.map(|a| a.into_iter().next()) {
         Ok(Some(a)) => Ok(a),
-        Ok(None) => Err(HOST_NOT_FOUND.to_string()),
+        Ok(None) => Err(IoFailure::HostNotFound),
         Err(e) => Err(e),
     }
     .map_err(|reason| Error::Connect {

@@ -18,6 +18,13 @@ pub fn lua_error(e: Error) -> mlua::Error {
     e.into()
 }
 
+/// Raised errors (misuse) reach Lua with exactly the `Display` text.
+impl From<Error> for mlua::Error {
+    fn from(e: Error) -> mlua::Error {
+        mlua::Error::external(e)
+    }
+}
+
 /// Every API function and method goes through this: a misuse error raised by a function called
 /// with method syntax (`c:send("x", "y")`) is renumbered as Lua's own `luaL_argerror` does, so
 /// argument #1 is the first after `self` (and a bad `self` says so). Nothing is done on success.

@@ -13,9 +13,10 @@ use super::{log, options};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, SendFailure};
 use crate::open::open_blocking;
-use crate::session::{Event, Outgoing};
+use crate::session::{Event, Outgoing, close_frame};
 use crate::spec::OpenSpec;
 use tungstenite::Bytes;
+use tungstenite::protocol::CloseFrame;
 
 pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
@@ -90,7 +91,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     let Some(url_text) = url_text else {
         return failed(Error::BadUrl {
             url: "nil".into(),
-            why: "URL missing",
+            why: crate::error::UrlProblem::Missing,
         });
     };
     let endpoint = match Endpoint::parse(&url_text) {
@@ -205,19 +206,47 @@ fn fd_number(v: &Value) -> i64 {
     }
 }
 
-fn opcode(v: &Value, func: &'static str) -> mlua::Result<u8> {
-    let n = match v {
-        Value::Integer(i) => *i as f64,
-        Value::Number(n) => *n,
-        other => return Err(expected(2, func, "number", other)),
-    };
-    match n {
-        1.0 => Ok(1),
-        2.0 => Ok(2),
-        8.0 => Ok(8),
-        9.0 => Ok(9),
-        10.0 => Ok(10),
-        _ => Err(bad(2, func, "opcode must be 1, 2, 8, 9 or 10")),
+/// The opcodes of LuWS's API (RFC 6455 §5.2 numbers): what `wssend` takes and the handlers get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opcode {
+    Text = 1,
+    Binary = 2,
+    Close = 8,
+    Ping = 9,
+    Pong = 10,
+}
+
+impl Opcode {
+    fn read(v: &Value, func: &'static str) -> mlua::Result<Opcode> {
+        let n = match v {
+            Value::Integer(i) => *i as f64,
+            Value::Number(n) => *n,
+            other => return Err(expected(2, func, "number", other)),
+        };
+        Ok(match n {
+            1.0 => Opcode::Text,
+            2.0 => Opcode::Binary,
+            8.0 => Opcode::Close,
+            9.0 => Opcode::Ping,
+            10.0 => Opcode::Pong,
+            _ => return Err(bad(2, func, "opcode must be 1, 2, 8, 9 or 10")),
+        })
+    }
+
+    fn lua(self) -> Value {
+        Value::Integer(self as mlua::Integer)
+    }
+}
+
+/// A Close frame's body as the control handler gets it: the code, big-endian, then the reason.
+fn close_body(frame: &Option<CloseFrame>) -> Vec<u8> {
+    match frame {
+        Some(f) => {
+            let mut v = u16::from(f.code).to_be_bytes().to_vec();
+            v.extend_from_slice(f.reason.as_bytes());
+            v
+        }
+        None => Vec::new(),
     }
 }
 
@@ -281,17 +310,21 @@ pub fn send(
     data: Value,
     func: &'static str,
 ) -> mlua::Result<(bool, Option<String>)> {
-    let op = opcode(&op, func)?;
+    let op = Opcode::read(&op, func)?;
+    let refused = |f| Ok((false, Some(Error::Send(f).to_string())));
     let bytes = match payload(lua, data, func)? {
         Ok(b) => b,
-        Err(f) => return Ok((false, Some(Error::Send(f).to_string()))),
+        Err(f) => return refused(f),
     };
     let out = match op {
-        1 => Outgoing::Text(bytes),
-        2 => Outgoing::Binary(bytes),
-        8 => Outgoing::Close(bytes),
-        9 => Outgoing::Ping(bytes),
-        _ => Outgoing::Pong(bytes),
+        Opcode::Text => Outgoing::Text(bytes),
+        Opcode::Binary => Outgoing::Binary(bytes),
+        Opcode::Close => match close_frame(bytes) {
+            Ok(f) => Outgoing::Close(f),
+            Err(f) => return refused(f),
+        },
+        Opcode::Ping => Outgoing::Ping(bytes),
+        Opcode::Pong => Outgoing::Pong(bytes),
     };
     let conn = ud.borrow::<Conn>()?;
     let result = conn.session.borrow_mut().send(out);
@@ -360,22 +393,20 @@ fn receive_events(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
                     "message handler",
                 );
             }
-            Event::Control { opcode, data } => {
+            Event::Ping(_) | Event::Pong(_) | Event::Close(_) => {
+                let (opcode, data) = match &event {
+                    Event::Ping(p) => (Opcode::Ping, p.to_vec()),
+                    Event::Pong(p) => (Opcode::Pong, p.to_vec()),
+                    Event::Close(f) => (Opcode::Close, close_body(f)),
+                    _ => continue,
+                };
                 let mut default = true;
                 if let Some(ch) = &h.control {
                     let s = Value::String(lua.create_string(&data)?);
-                    let r = dispatch(
-                        lua,
-                        ch,
-                        ud,
-                        Value::Integer(opcode as _),
-                        s,
-                        &h.args,
-                        "control handler",
-                    );
+                    let r = dispatch(lua, ch, ud, opcode.lua(), s, &h.args, "control handler");
                     default = !matches!(r, Some(Value::Boolean(false)));
                 }
-                if opcode == 8 && default {
+                if opcode == Opcode::Close && default {
                     let msg = Error::Receive(crate::error::ReceiveFailure::Closed).to_string();
                     let s = Value::String(lua.create_string(&msg)?);
                     dispatch(

@@ -23,6 +23,7 @@ use crate::lws_reason::lws_reason;
 use crate::session::{Event, Outgoing, Session};
 use crate::spec::OpenSpec;
 use crate::sys::{self, Interest};
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// Registry key of the table of objects `loop()` must service.
 const ACTIVE: &str = "luws.verawebsockets.active";
@@ -352,9 +353,7 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
         State::Open(mut s) => {
             s.stop_notifier();
             let deadline = Instant::now() + s.config().close_timeout;
-            match s.send(Outgoing::Close(tungstenite::Bytes::copy_from_slice(
-                &1000u16.to_be_bytes(),
-            ))) {
+            match s.begin_close(CloseCode::Normal) {
                 Ok(()) => State::Closing(s, deadline),
                 // Already gone: loop() reports the close.
                 Err(_) => State::Closing(s, Instant::now()),
@@ -523,7 +522,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                     ]),
                 );
             }
-            Event::Control { opcode: 8, .. } | Event::Failed(_) | Event::Ended(_) => {
+            Event::Close(_) | Event::Failed(_) | Event::Ended(_) => {
                 if let Event::Failed(e) = &event {
                     log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
                 }
@@ -539,7 +538,7 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 fire(lua, ud, EV_CLOSED, args(vec![me.clone()]));
                 return Ok(());
             }
-            Event::Control { .. } => {}
+            Event::Ping(_) | Event::Pong(_) => {}
             Event::Idle | Event::Paused => {
                 if let State::Open(s) | State::Closing(s, _) = &*this.state.borrow() {
                     s.receive_done();
