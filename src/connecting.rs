@@ -18,10 +18,11 @@ use crate::error::{Error, IoFailure, UpgradeFailure};
 use crate::handshake::{self, Request, Verdict};
 use crate::session::Session;
 use crate::spec::OpenSpec;
-use crate::stream::{NoBlock, Transport};
+use crate::stream::NoBlock;
 use crate::sys::Interest;
 use crate::tcp;
 use crate::tls::{Connector, Handshake, MidHandshake};
+use crate::wire::{Transport, Wire};
 
 /// Where the opening stands.
 enum Stage {

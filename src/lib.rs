@@ -13,6 +13,7 @@
 )))]
 compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54 or luajit");
 
+pub mod clock;
 pub mod connecting;
 pub mod endpoint;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod sys;
 pub mod tcp;
 pub mod tls;
 pub mod unmask;
+pub mod wire;
 
 // A module build leaves Lua's symbols to the host, so a unit-test binary cannot link the Lua
 // layer; `cargo test` covers the core, and `--features vendored` the rest.

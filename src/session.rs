@@ -16,11 +16,13 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
+use crate::clock::Clock;
 use crate::error::{Error, IoFailure, ReceiveFailure, SendFailure};
-use crate::stream::{Stream, Transport, ws_no_block};
-use crate::sys::{Interest, wait_fd};
+use crate::stream::{Stream, ws_no_block};
+use crate::sys::Interest;
+use crate::wire::{Transport, Wire};
 
-type Ws = WebSocket<Stream>;
+type Ws<W> = WebSocket<Stream<W>>;
 
 /// Tunables of an open connection (the LuWS options that matter after the handshake).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,22 +97,22 @@ impl SessionConfig {
 pub const STALL_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Where the connection stands.
-enum Link {
+enum Link<W> {
     /// Messages flow both ways.
-    Open(Box<Ws>),
+    Open(Box<Ws<W>>),
     /// We sent a Close (RFC 6455 §7.1.2): we still read, we may not send data.
-    Closing(Box<Ws>),
+    Closing(Box<Ws<W>>),
     /// The application has been told the connection ended, but queued output (the echo of the
     /// peer's Close, or our Close after a failure) still drains, without blocking, until
     /// `until`; then the socket closes.
-    Draining(Box<Drain>),
+    Draining(Box<Drain<W>>),
     /// The socket is closed; why is kept for the calls that follow.
     Closed(Ending),
 }
 
 /// A connection whose end was reported, finishing its output.
-struct Drain {
-    ws: Ws,
+struct Drain<W> {
+    ws: Ws<W>,
     until: Instant,
     /// After the output: half-close and discard input until the peer closes, so that unread
     /// data does not turn our close into a reset that destroys the Close frame in flight.
@@ -122,10 +124,10 @@ struct Drain {
     why: Ending,
 }
 
-impl Drain {
+impl<W: Wire> Drain<W> {
     /// Makes what progress the socket allows; true when nothing is left to do.
-    fn progress(&mut self) -> bool {
-        let timed_out = Instant::now() >= self.until;
+    fn progress(&mut self, now: Instant) -> bool {
+        let timed_out = now >= self.until;
         if !self.flushed {
             match ws_no_block(self.ws.flush()) {
                 Ok(Some(())) => self.flushed = true,
@@ -139,11 +141,11 @@ impl Drain {
         let stream = self.ws.get_mut();
         if !self.shut {
             self.shut = true;
-            let _ = stream.transport().tcp().shutdown(std::net::Shutdown::Write);
+            stream.wire_mut().shutdown_write();
         }
         let mut sink = [0u8; 4096];
         loop {
-            match stream.transport_mut().tcp_read(&mut sink) {
+            match stream.wire_mut().read_raw(&mut sink) {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return timed_out,
@@ -173,9 +175,9 @@ enum Ending {
     Failed(Error),
 }
 
-impl Link {
+impl<W> Link<W> {
     /// The WebSocket while the application may still use it.
-    fn ws(&mut self) -> Option<&mut Ws> {
+    fn ws(&mut self) -> Option<&mut Ws<W>> {
         match self {
             Link::Open(ws) | Link::Closing(ws) => Some(ws),
             Link::Draining(_) | Link::Closed(_) => None,
@@ -218,11 +220,12 @@ pub enum Outgoing {
 }
 
 /// One open (or formerly open) WebSocket connection.
-pub struct Session {
+pub struct Session<W: Wire = Transport> {
     /// The Luup notification watcher, if any; stopped before the socket closes.
     notifier: Option<crate::notify::Notifier>,
-    link: Link,
+    link: Link<W>,
     config: SessionConfig,
+    clock: Clock,
     /// When the last frame of any kind arrived.
     last_frame: Instant,
     /// When bytes last arrived, a whole frame or part of one: the clock of `receive_timeout`
@@ -240,10 +243,20 @@ pub struct Session {
     stalled: Option<(Instant, u64)>,
 }
 
-impl Session {
+impl<W: Wire> Session<W> {
     /// Wraps a transport that finished its handshake; `leftover` holds bytes read past the
     /// response header, already part of the WebSocket stream.
-    pub fn new(transport: Transport, leftover: Vec<u8>, config: SessionConfig) -> Session {
+    pub fn new(transport: W, leftover: Vec<u8>, config: SessionConfig) -> Session<W> {
+        Session::with_clock(transport, leftover, config, Clock::System)
+    }
+
+    /// The same, reading the time from `clock`.
+    pub fn with_clock(
+        transport: W,
+        leftover: Vec<u8>,
+        config: SessionConfig,
+        clock: Clock,
+    ) -> Session<W> {
         let maybe_buffered = !leftover.is_empty();
         let ws = WebSocket::from_partially_read(
             Stream::new(transport, config.masking),
@@ -251,11 +264,12 @@ impl Session {
             Role::Client,
             Some(config.tungstenite()),
         );
-        let now = Instant::now();
+        let now = clock.now();
         Session {
             notifier: None,
             link: Link::Open(Box::new(ws)),
             config,
+            clock,
             last_frame: now,
             last_activity: now,
             opened: (now, SystemTime::now()),
@@ -283,7 +297,7 @@ impl Session {
     /// The socket's descriptor, or -1 once closed (LuaSocket's `select` skips -1).
     pub fn raw_fd(&self) -> i32 {
         match &self.link {
-            Link::Open(ws) | Link::Closing(ws) => ws.get_ref().transport().raw_fd(),
+            Link::Open(ws) | Link::Closing(ws) => ws.get_ref().wire().raw_fd(),
             Link::Draining(_) | Link::Closed(_) => -1,
         }
     }
@@ -296,7 +310,7 @@ impl Session {
     /// For an owner that polls: what a draining connection waits for, and until when.
     pub fn drain_interest(&self) -> Option<(i32, Interest, Instant)> {
         match &self.link {
-            Link::Draining(d) => Some((d.ws.get_ref().transport().raw_fd(), d.interest(), d.until)),
+            Link::Draining(d) => Some((d.ws.get_ref().wire().raw_fd(), d.interest(), d.until)),
             _ => None,
         }
     }
@@ -406,12 +420,12 @@ impl Session {
         let result = ws.read();
         if ws.get_ref().read_in_call() != before {
             // Any byte is a sign of life, even the middle of a frame that trickles in.
-            self.last_activity = Instant::now();
+            self.last_activity = self.clock.now();
             self.ping_sent = None;
         }
         match result {
             Ok(msg) => {
-                self.last_frame = Instant::now();
+                self.last_frame = self.clock.now();
                 self.last_activity = self.last_frame;
                 self.ping_sent = None;
                 self.on_message(msg)
@@ -518,7 +532,7 @@ impl Session {
 
     /// Receive timeout and keepalive, checked when the socket has nothing to read.
     fn check_timers(&mut self) -> Event {
-        let now = Instant::now();
+        let now = self.clock.now();
         let silent = now.saturating_duration_since(self.last_activity);
         if let Some(limit) = self.config.receive_timeout {
             if silent >= limit {
@@ -573,7 +587,7 @@ impl Session {
         self.maybe_buffered = false;
         self.pending_out = false;
         self.stalled = None;
-        let until = Instant::now()
+        let until = self.clock.now()
             + if linger {
                 self.config.close_timeout.min(FAIL_LINGER)
             } else {
@@ -595,8 +609,9 @@ impl Session {
 
     /// Advances a draining connection without blocking; closes the socket when it is done.
     fn progress_drain(&mut self) {
+        let now = self.clock.now();
         if let Link::Draining(d) = &mut self.link {
-            if d.progress() {
+            if d.progress(now) {
                 let why = d.why.clone();
                 self.link = Link::Closed(why);
             }
@@ -700,7 +715,7 @@ impl Session {
         self.pending_out = true;
         if self.stalled.is_none() {
             let written = self.link.ws().map_or(0, |ws| ws.get_ref().written());
-            self.stalled = Some((Instant::now(), written));
+            self.stalled = Some((self.clock.now(), written));
         }
     }
 
@@ -720,7 +735,7 @@ impl Session {
             }
             Ok(None) => {
                 self.pending_out = true;
-                let now = Instant::now();
+                let now = self.clock.now();
                 match self.stalled {
                     Some((since, at)) if at == written => {
                         if now.saturating_duration_since(since) >= self.config.stall_limit() {
@@ -740,7 +755,7 @@ impl Session {
     /// Writes buffered output, waiting up to `wait` for the socket. With `wait` zero the rest
     /// stays buffered; otherwise running out of time gives the connection up.
     fn flush_for(&mut self, wait: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + wait;
+        let deadline = self.clock.now() + wait;
         loop {
             let Some(ws) = self.link.ws() else {
                 return Err(self.ending_error());
@@ -758,14 +773,13 @@ impl Session {
                 self.note_pending();
                 return Ok(());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(self.clock.now());
             if left.is_zero() {
                 let err = Error::Send(SendFailure::Timeout);
                 self.drop_socket(Ending::Failed(err.clone()));
                 return Err(err);
             }
-            let fd = ws.get_ref().transport().raw_fd();
-            let _ = wait_fd(fd, Interest::Write, left);
+            ws.get_ref().wire().wait(Interest::Write, left);
         }
     }
 
@@ -810,22 +824,20 @@ impl Session {
     /// state, any number of times.
     pub fn close(&mut self, code: u16) {
         self.stop_notifier();
-        let deadline = Instant::now() + self.config.close_timeout;
-        while let Some((fd, interest, until)) = self.drain_interest() {
+        let deadline = self.clock.now() + self.config.close_timeout;
+        while self.is_draining() {
             self.progress_drain();
+            let Link::Draining(d) = &self.link else {
+                break;
+            };
             let left = deadline
-                .min(until)
-                .saturating_duration_since(Instant::now());
-            if !self.is_draining() {
-                break;
-            }
+                .min(d.until)
+                .saturating_duration_since(self.clock.now());
             if left.is_zero() {
-                if let Link::Draining(d) = &self.link {
-                    self.link = Link::Closed(d.why.clone());
-                }
+                self.link = Link::Closed(d.why.clone());
                 break;
             }
-            let _ = wait_fd(fd, interest, left);
+            d.ws.get_ref().wire().wait(d.interest(), left);
         }
         if let Link::Open(ws) = &mut self.link {
             let _ = ws.close(Some(CloseFrame {
@@ -835,10 +847,8 @@ impl Session {
         }
         if let Some(ws) = self.link.ws() {
             ws.get_mut().set_budget(usize::MAX);
-            await_peer_close(ws, deadline);
-            if let Transport::Tls(t) = ws.get_mut().transport_mut() {
-                let _ = crate::tls::shutdown(t);
-            }
+            await_peer_close(ws, deadline, &self.clock);
+            ws.get_mut().wire_mut().close_notify();
         }
         if self.is_connected() {
             self.drop_socket(Ending::Local);
@@ -846,7 +856,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl<W: Wire> Drop for Session<W> {
     /// A connection dropped without `close` (garbage collection) still says goodbye without
     /// waiting: one non-blocking attempt to send Close 1001 (or a draining connection's last
     /// output), then the socket closes.
@@ -860,7 +870,7 @@ impl Drop for Session {
                 }));
             }
             Link::Draining(d) => {
-                d.progress();
+                d.progress(self.clock.now());
             }
             _ => {}
         }
@@ -875,14 +885,13 @@ const FAIL_LINGER: Duration = Duration::from_millis(200);
 const INVALID_CLOSE_REASON: &str = "Protocol violation";
 
 /// Reads until the peer's Close arrives (or the socket ends, or time runs out).
-fn await_peer_close(ws: &mut Ws, deadline: Instant) {
+fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
     loop {
-        let fd = ws.get_ref().transport().raw_fd();
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(clock.now());
         match ws_no_block(ws.flush()) {
             Ok(Some(())) => {}
             Ok(None) if !left.is_zero() => {
-                let _ = wait_fd(fd, Interest::Write, left);
+                ws.get_ref().wire().wait(Interest::Write, left);
                 continue;
             }
             _ => return,
@@ -894,7 +903,7 @@ fn await_peer_close(ws: &mut Ws, deadline: Instant) {
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                if left.is_zero() || !matches!(wait_fd(fd, Interest::Read, left), Ok(true)) {
+                if left.is_zero() || !ws.get_ref().wire().wait(Interest::Read, left) {
                     return;
                 }
                 // The stream remembers a short read as "the socket is empty"; it is not now.
@@ -1017,3 +1026,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod socket_free;

@@ -1,75 +1,24 @@
-//! The byte stream under the WebSocket: plain TCP or TLS over TCP, with a per-call read budget.
+//! The byte stream under the WebSocket: a `Wire` with a per-call read budget (and, when the user
+//! turned masking off, the unmasking adapter).
 //!
 //! The budget is how `wsreceive` bounds its work: once a call has read its share, the stream
 //! reports `WouldBlock`, which tungstenite treats as "no data yet" and keeps its partial frame.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
 
-use crate::tls::TlsStream;
 use crate::unmask::Unmasked;
-
-/// TCP or TLS.
-pub enum Transport {
-    Plain(TcpStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Transport {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => crate::tls::tcp_of(s),
-        }
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.tcp().as_raw_fd()
-    }
-
-    /// Reads raw bytes below TLS, for discarding input while closing.
-    pub fn tcp_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut tcp: &TcpStream = self.tcp();
-        tcp.read(buf)
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.read(buf),
-            Transport::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.write(buf),
-            Transport::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(s) => s.flush(),
-            Transport::Tls(s) => s.flush(),
-        }
-    }
-}
+use crate::wire::{Transport, Wire};
 
 /// How bytes reach the transport: as tungstenite writes them, or with the masking taken off
 /// (the user's `use_masking = false`).
-enum Io {
-    Direct(Transport),
-    Unmasked(Box<Unmasked<Transport>>),
+enum Io<W> {
+    Direct(W),
+    Unmasked(Box<Unmasked<W>>),
 }
 
-/// A transport plus the read budget of the current `wsreceive` call.
-pub struct Stream {
-    io: Io,
+/// A wire plus the read budget of the current `wsreceive` call.
+pub struct Stream<W = Transport> {
+    io: Io<W>,
     /// Bytes this call may still read; 0 makes reads report WouldBlock.
     budget: usize,
     /// Bytes read since the budget was last set.
@@ -84,10 +33,10 @@ pub struct Stream {
     written: u64,
 }
 
-impl Stream {
+impl<W: Wire> Stream<W> {
     /// A stream that sends frames as tungstenite formats them (masked, RFC 6455 §5.3), or with
     /// `masking` false, unmasked.
-    pub fn new(transport: Transport, masking: bool) -> Stream {
+    pub fn new(transport: W, masking: bool) -> Stream<W> {
         Stream {
             io: if masking {
                 Io::Direct(transport)
@@ -124,14 +73,14 @@ impl Stream {
         self.paused
     }
 
-    pub fn transport(&self) -> &Transport {
+    pub fn wire(&self) -> &W {
         match &self.io {
             Io::Direct(t) => t,
             Io::Unmasked(u) => u.get_ref(),
         }
     }
 
-    pub fn transport_mut(&mut self) -> &mut Transport {
+    pub fn wire_mut(&mut self) -> &mut W {
         match &mut self.io {
             Io::Direct(t) => t,
             Io::Unmasked(u) => u.get_mut(),
@@ -139,7 +88,7 @@ impl Stream {
     }
 }
 
-impl Read for Stream {
+impl<W: Wire> Read for Stream<W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.budget == 0 {
             self.paused = true;
@@ -149,17 +98,17 @@ impl Read for Stream {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let want = buf.len().min(self.budget);
-        let n = self.transport_mut().read(&mut buf[..want])?;
+        let n = self.wire_mut().read(&mut buf[..want])?;
         self.budget -= n;
         self.read_in_call += n;
-        if n > 0 && n < want && matches!(self.transport(), Transport::Plain(_)) {
+        if n > 0 && n < want && self.wire().short_read_drains() {
             self.drained = true;
         }
         Ok(n)
     }
 }
 
-impl Write for Stream {
+impl<W: Wire> Write for Stream<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = match &mut self.io {
             Io::Direct(t) => t.write(buf)?,

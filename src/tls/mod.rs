@@ -122,6 +122,134 @@ impl TlsSettings {
     }
 }
 
+/// Why TLS failed, in the words both backends share: the text after `Failed SSL negotation: `.
+/// The backends return it as a `String` (`to_string()` at their public functions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The peer's certificate was refused: `certificate verify failed: <reason>`.
+    Verify(VerifyFailure),
+    /// The peer sent a fatal alert: `tls alert: <name>` (the RFC 8446 name in words, e.g.
+    /// `handshake failure`, `protocol version`, `certificate required`).
+    Alert(String),
+    /// The peer hung up during the handshake.
+    Closed,
+    /// Anything else, in the library's words minus its source locations.
+    Other(String),
+}
+
+impl TlsFailure {
+    /// A failure the shared vocabulary has no word for; library source locations
+    /// (`../ssl/statem/statem_clnt.c:1889:`) are removed from `text`.
+    pub fn other(text: &str) -> TlsFailure {
+        TlsFailure::Other(strip_source_paths(text))
+    }
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::Verify(VerifyFailure::Other(why)) if why.is_empty() => {
+                f.write_str("certificate verify failed")
+            }
+            TlsFailure::Verify(why) => write!(f, "certificate verify failed: {why}"),
+            TlsFailure::Alert(name) => write!(f, "tls alert: {name}"),
+            TlsFailure::Closed => f.write_str("closed"),
+            TlsFailure::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Why the peer's certificate was refused (`ssl_verify = "peer"`), the same for both backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyFailure {
+    /// `certificate has expired`: past its notAfter date (or a CA's in its chain).
+    Expired,
+    /// `certificate is not yet valid`: before its notBefore date.
+    NotYetValid,
+    /// `hostname mismatch`: issued for other names (or IP addresses) than the URL's host.
+    HostnameMismatch,
+    /// `self-signed certificate`: the server's certificate is its own issuer and is not
+    /// trusted (give it as `ssl_cafile` to pin it).
+    SelfSigned,
+    /// `unknown issuer`: the chain does not lead to a trusted CA (system roots plus
+    /// `ssl_cafile`).
+    UnknownIssuer,
+    /// `bad signature`: a signature in the chain does not verify.
+    BadSignature,
+    /// `certificate revoked`.
+    Revoked,
+    /// `unsuitable certificate purpose`: not issued for TLS servers.
+    InvalidPurpose,
+    /// Another reason, in the backend's words (lowercase); empty when it gave none.
+    Other(String),
+}
+
+impl std::fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyFailure::Expired => "certificate has expired",
+            VerifyFailure::NotYetValid => "certificate is not yet valid",
+            VerifyFailure::HostnameMismatch => "hostname mismatch",
+            VerifyFailure::SelfSigned => "self-signed certificate",
+            VerifyFailure::UnknownIssuer => "unknown issuer",
+            VerifyFailure::BadSignature => "bad signature",
+            VerifyFailure::Revoked => "certificate revoked",
+            VerifyFailure::InvalidPurpose => "unsuitable certificate purpose",
+            VerifyFailure::Other(why) => why,
+        })
+    }
+}
+
+/// Removes source locations such as `../ssl/statem/statem_clnt.c:1889:` (a path ending in a
+/// C, C++ or Rust file name, a colon and a line number) that TLS libraries put in their
+/// messages; the words around them stay.
+pub(crate) fn strip_source_paths(text: &str) -> String {
+    const SOURCES: &[&str] = &[".c", ".h", ".cc", ".cpp", ".rs"];
+    let path_byte = |c: u8| c.is_ascii_alphanumeric() || b"_./-+".contains(&c);
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut kept = 0; // text[kept..] not yet copied to out
+    let mut i = 0;
+    let mut removed = false;
+    while i < b.len() {
+        if !path_byte(b[i]) || (i > 0 && path_byte(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        // A run of path bytes starts at i (all ASCII, so every index here is a char boundary).
+        let mut end = i;
+        while end < b.len() && path_byte(b[end]) {
+            end += 1;
+        }
+        let run = &text[i..end];
+        let digits = b[end..]
+            .strip_prefix(b":")
+            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+        let is_source = SOURCES
+            .iter()
+            .any(|ext| run.len() > ext.len() && run.ends_with(ext));
+        if is_source && digits > 0 {
+            let mut stop = end + 1 + digits;
+            if b.get(stop) == Some(&b':') {
+                stop += 1;
+            }
+            out.push_str(&text[kept..i]);
+            kept = stop;
+            removed = true;
+            i = stop;
+        } else {
+            i = end;
+        }
+    }
+    out.push_str(&text[kept..]);
+    if removed {
+        let trimmed = out.trim().trim_end_matches(':').trim_end();
+        trimmed.to_string()
+    } else {
+        out
+    }
+}
+
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path)
         .map_err(|e| format!("cannot read {what} {path}: {}", crate::error::io_words(&e)))
@@ -156,6 +284,100 @@ mod tests {
         s.apply_protocol("tlsv1").ok();
         s.apply_option("no_tlsv1").ok();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn failures_read_in_the_shared_words() {
+        let v = |r| TlsFailure::Verify(r).to_string();
+        assert_eq!(
+            v(VerifyFailure::Expired),
+            "certificate verify failed: certificate has expired"
+        );
+        assert_eq!(
+            v(VerifyFailure::NotYetValid),
+            "certificate verify failed: certificate is not yet valid"
+        );
+        assert_eq!(
+            v(VerifyFailure::HostnameMismatch),
+            "certificate verify failed: hostname mismatch"
+        );
+        assert_eq!(
+            v(VerifyFailure::SelfSigned),
+            "certificate verify failed: self-signed certificate"
+        );
+        assert_eq!(
+            v(VerifyFailure::UnknownIssuer),
+            "certificate verify failed: unknown issuer"
+        );
+        assert_eq!(
+            v(VerifyFailure::BadSignature),
+            "certificate verify failed: bad signature"
+        );
+        assert_eq!(
+            v(VerifyFailure::Revoked),
+            "certificate verify failed: certificate revoked"
+        );
+        assert_eq!(
+            v(VerifyFailure::InvalidPurpose),
+            "certificate verify failed: unsuitable certificate purpose"
+        );
+        assert_eq!(
+            v(VerifyFailure::Other(
+                "path length constraint exceeded".into()
+            )),
+            "certificate verify failed: path length constraint exceeded"
+        );
+        assert_eq!(
+            v(VerifyFailure::Other(String::new())),
+            "certificate verify failed"
+        );
+        assert_eq!(
+            TlsFailure::Alert("handshake failure".into()).to_string(),
+            "tls alert: handshake failure"
+        );
+        assert_eq!(TlsFailure::Closed.to_string(), "closed");
+        assert_eq!(TlsFailure::other("timeout").to_string(), "timeout");
+    }
+
+    #[test]
+    fn source_paths_are_stripped() {
+        assert_eq!(
+            strip_source_paths(
+                "error:0A000086:SSL routines:tls_post_process_server_certificate:\
+                 certificate verify failed:../ssl/statem/statem_clnt.c:1889:"
+            ),
+            "error:0A000086:SSL routines:tls_post_process_server_certificate:\
+             certificate verify failed"
+        );
+        assert_eq!(
+            strip_source_paths("x:ssl/record/rec_layer_s3.c:1586:SSL alert number 40"),
+            "x:SSL alert number 40"
+        );
+        assert_eq!(
+            strip_source_paths("no start line:crypto/pem/pem_lib.c:763:Expecting: CERTIFICATE"),
+            "no start line:Expecting: CERTIFICATE"
+        );
+        assert_eq!(
+            strip_source_paths("a (/usr/src/openssl-3.0/crypto/x509/x509_cmp.c:403) b"),
+            "a () b"
+        );
+        assert_eq!(strip_source_paths("at src/tls/native.rs:12"), "at");
+        // User paths, versions and words stay.
+        for keep in [
+            "cannot read ssl_cafile /etc/hub.pem: no such file or directory",
+            "bad ssl_cafile ./certs/ca.crt: no certificate found",
+            "tls alert: protocol version",
+            "closed",
+            "file.c without a line",
+            "version 1.2:3",
+            "",
+        ] {
+            assert_eq!(strip_source_paths(keep), keep);
+        }
+        assert_eq!(
+            TlsFailure::other("reason:../ssl/x.c:1:").to_string(),
+            "reason"
+        );
     }
 
     #[test]

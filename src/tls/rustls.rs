@@ -12,13 +12,13 @@ use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::ParsedCertificate;
 use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
-    SignatureScheme, SupportedProtocolVersion,
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
+    OtherError, RootCertStore, SignatureScheme, SupportedProtocolVersion,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::{TlsSettings, TlsVersion, read_file};
+use super::{TlsFailure, TlsSettings, TlsVersion, VerifyFailure, read_file};
 use crate::error::io_words;
 
 pub type TlsStream = rustls::StreamOwned<ClientConnection, TcpStream>;
@@ -136,6 +136,82 @@ fn ca_used_as_end_entity(e: &rustls::Error) -> bool {
         if o.to_string() == "CaUsedAsEndEntity")
 }
 
+/// webpki's `UnknownIssuer` (or `CaUsedAsEndEntity`, for the usual CA:TRUE self-signed hub
+/// certificate) for a server certificate that names itself as its issuer: OpenSSL calls that
+/// `self-signed certificate`, and so does luws, on both backends.
+#[derive(Debug)]
+struct SelfSigned;
+
+impl std::fmt::Display for SelfSigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("self-signed certificate")
+    }
+}
+
+impl std::error::Error for SelfSigned {}
+
+fn self_signed() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(SelfSigned))))
+}
+
+/// One DER element: its tag, its whole encoding, its contents, and the input after it.
+struct Der<'a> {
+    tag: u8,
+    whole: &'a [u8],
+    contents: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// The DER element at the start of `input`. Definite lengths only (DER), up to 4 length bytes.
+fn der_element(input: &[u8]) -> Option<Der<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some(Der {
+        tag,
+        whole: &input[..header + len],
+        contents: &rest[..len],
+        rest: &rest[len..],
+    })
+}
+
+/// Whether a certificate's issuer and subject names are the same (byte for byte). Reads
+/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
+/// signature, issuer, validity, subject, … }, … }` (RFC 5280 §4.1).
+fn self_issued(cert: &[u8]) -> bool {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    let sequence = |input| der_element(input).filter(|e| e.tag == SEQUENCE);
+    let names = || -> Option<(&[u8], &[u8])> {
+        let tbs = sequence(sequence(cert)?.contents)?.contents;
+        let mut field = der_element(tbs)?;
+        if field.tag == VERSION {
+            field = der_element(field.rest)?; // the serial number
+        }
+        let algorithm = der_element(field.rest)?;
+        let issuer = sequence(algorithm.rest)?;
+        let validity = der_element(issuer.rest)?;
+        let subject = sequence(validity.rest)?;
+        Some((issuer.whole, subject.whole))
+    };
+    names().is_some_and(|(issuer, subject)| issuer == subject)
+}
+
 impl ServerCertVerifier for PinningVerifier {
     fn verify_server_cert(
         &self,
@@ -159,6 +235,12 @@ impl ServerCertVerifier for PinningVerifier {
                 verify_server_name(&cert, server_name)?;
                 Ok(ServerCertVerified::assertion())
             }
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+                if self_issued(end_entity) =>
+            {
+                Err(self_signed())
+            }
+            Err(e) if ca_used_as_end_entity(&e) && self_issued(end_entity) => Err(self_signed()),
             other => other,
         }
     }
@@ -244,7 +326,14 @@ impl Connector {
             let mut roots = system_roots().clone();
             for c in &extra {
                 roots.add(c.clone()).map_err(|e| {
-                    format!("bad ssl_cafile {}: {e}", s.cafile.as_deref().unwrap_or(""))
+                    let why = match &e {
+                        rustls::Error::InvalidCertificate(c) => certificate_words(c).to_string(),
+                        other => describe(other).to_string(),
+                    };
+                    format!(
+                        "bad ssl_cafile {}: {why}",
+                        s.cafile.as_deref().unwrap_or("")
+                    )
                 })?;
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -272,7 +361,7 @@ impl Connector {
                     .map_err(|e| format!("bad ssl_key {key}: {e}"))?;
                 builder
                     .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| format!("bad ssl_certificate/ssl_key: {e}"))?
+                    .map_err(|e| format!("bad ssl_certificate/ssl_key: {}", key_words(&e)))?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -284,7 +373,8 @@ impl Connector {
     pub fn start(&self, host: &str, tcp: TcpStream) -> Result<Handshake, String> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| format!("invalid host name '{host}'"))?;
-        let conn = ClientConnection::new(self.0.clone(), name).map_err(|e| describe(&e))?;
+        let conn =
+            ClientConnection::new(self.0.clone(), name).map_err(|e| describe(&e).to_string())?;
         drive(MidHandshake { conn, tcp })
     }
 }
@@ -311,26 +401,34 @@ fn later(e: &io::Error) -> bool {
 /// Moves the handshake as far as the socket allows. Done only once the handshake is over
 /// *and* our last flight (the client Finished) is on the wire, so the caller never starts
 /// the upgrade with TLS bytes still queued.
-fn drive(mut m: MidHandshake) -> Result<Handshake, String> {
+fn drive(m: MidHandshake) -> Result<Handshake, String> {
+    drive_tls(m).map_err(|e| e.to_string())
+}
+
+fn drive_tls(mut m: MidHandshake) -> Result<Handshake, TlsFailure> {
+    let io_failure = |e: &io::Error| match io_words(e).as_str() {
+        "closed" => TlsFailure::Closed,
+        words => TlsFailure::other(words),
+    };
     loop {
         while m.conn.wants_write() {
             match m.conn.write_tls(&mut m.tcp) {
-                Ok(0) => return Err("closed".into()),
+                Ok(0) => return Err(TlsFailure::Closed),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if later(&e) => return Ok(Handshake::Pending(m)),
-                Err(e) => return Err(io_words(&e)),
+                Err(e) => return Err(io_failure(&e)),
             }
         }
         if !m.conn.is_handshaking() {
             return Ok(Handshake::Done(rustls::StreamOwned::new(m.conn, m.tcp)));
         }
         match m.conn.read_tls(&mut m.tcp) {
-            Ok(0) => return Err("closed".into()),
+            Ok(0) => return Err(TlsFailure::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if later(&e) => return Ok(Handshake::Pending(m)),
-            Err(e) => return Err(io_words(&e)),
+            Err(e) => return Err(io_failure(&e)),
         }
         if let Err(e) = m.conn.process_new_packets() {
             // Tell the server why (the alert rustls queued); it is about to be hung up on.
@@ -341,45 +439,87 @@ fn drive(mut m: MidHandshake) -> Result<Handshake, String> {
 }
 
 /// rustls errors in the words the native backend uses, so scripts see one set of messages.
-fn describe(e: &rustls::Error) -> String {
+fn describe(e: &rustls::Error) -> TlsFailure {
     match e {
-        rustls::Error::InvalidCertificate(c) => {
-            format!("certificate verify failed ({})", certificate_words(c))
-        }
-        rustls::Error::AlertReceived(a) => format!("tls alert: {}", spaced(&format!("{a:?}"))),
-        other => other.to_string(),
+        rustls::Error::InvalidCertificate(c) => TlsFailure::Verify(certificate_words(c)),
+        rustls::Error::AlertReceived(a) => TlsFailure::Alert(alert_words(*a)),
+        other => TlsFailure::other(&other.to_string()),
     }
 }
 
-/// OpenSSL's verify-result texts for the cases webpki distinguishes.
-fn certificate_words(c: &CertificateError) -> String {
+/// webpki's reasons in the shared words; the ones the native backend never reports keep
+/// OpenSSL's words for the same check where it has one.
+fn certificate_words(c: &CertificateError) -> VerifyFailure {
     use CertificateError as C;
+    let other = |words: &str| VerifyFailure::Other(words.into());
     match c {
-        C::UnknownIssuer => "unable to get local issuer certificate".into(),
-        C::NotValidForName | C::NotValidForNameContext { .. } => "hostname mismatch".into(),
-        C::Expired | C::ExpiredContext { .. } => "certificate has expired".into(),
-        C::NotValidYet | C::NotValidYetContext { .. } => "certificate is not yet valid".into(),
-        C::BadSignature => "certificate signature failure".into(),
-        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
-            "unsupported certificate purpose".into()
+        C::UnknownIssuer => VerifyFailure::UnknownIssuer,
+        C::NotValidForName | C::NotValidForNameContext { .. } => VerifyFailure::HostnameMismatch,
+        C::Expired | C::ExpiredContext { .. } => VerifyFailure::Expired,
+        C::NotValidYet | C::NotValidYetContext { .. } => VerifyFailure::NotYetValid,
+        C::BadSignature => VerifyFailure::BadSignature,
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => VerifyFailure::InvalidPurpose,
+        C::Revoked => VerifyFailure::Revoked,
+        C::BadEncoding => other("bad certificate encoding"),
+        C::UnhandledCriticalExtension => other("unhandled critical extension"),
+        C::UnknownRevocationStatus => other("unknown revocation status"),
+        C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+            other("crl has expired")
         }
-        C::Revoked => "certificate revoked".into(),
-        C::BadEncoding => "bad certificate encoding".into(),
+        // (The deprecated unit variant comes out the same through the catch-all below.)
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            other("unsupported signature algorithm")
+        }
+        C::Other(o) if o.0.downcast_ref::<SelfSigned>().is_some() => VerifyFailure::SelfSigned,
         // webpki's own reasons (e.g. `CaUsedAsEndEntity`), passed through rustls as text.
-        C::Other(o) => spaced(&o.to_string()),
-        other => spaced(&format!("{other:?}")),
+        C::Other(o) => VerifyFailure::Other(spaced(&o.to_string())),
+        other => VerifyFailure::Other(spaced(variant_name(&format!("{other:?}")))),
     }
 }
 
-/// `UnknownCA` → `unknown ca`: rustls names alerts and errors in CamelCase.
-fn spaced(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    let mut prev_lower = false;
-    for ch in name.chars() {
-        if ch.is_ascii_uppercase() && prev_lower {
-            out.push(' ');
+/// Why a client certificate and key were refused; a key of another certificate in OpenSSL's
+/// words, as the native backend reports it.
+fn key_words(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "key values mismatch".into()
         }
-        prev_lower = ch.is_ascii_lowercase() || ch.is_ascii_digit();
+        other => describe(other).to_string(),
+    }
+}
+
+/// An alert's name as OpenSSL words it (`UnknownCA` → `unknown ca`).
+fn alert_words(a: AlertDescription) -> String {
+    match a {
+        AlertDescription::UnrecognisedName => "unrecognized name".into(),
+        AlertDescription::UserCanceled => "user cancelled".into(),
+        AlertDescription::Unknown(n) => format!("alert {n}"),
+        other => spaced(variant_name(&format!("{other:?}"))),
+    }
+}
+
+/// `Foo { .. }` or `Foo(..)` → `Foo`.
+fn variant_name(debug: &str) -> &str {
+    debug.split([' ', '{', '(']).next().unwrap_or(debug)
+}
+
+/// `UnknownCA` → `unknown ca`, `UnknownPSKIdentity` → `unknown psk identity`: rustls names
+/// alerts and errors in CamelCase.
+fn spaced(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &ch) in chars.iter().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|c| c.is_ascii_lowercase());
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                out.push(' ');
+            }
+        }
         out.push(ch.to_ascii_lowercase());
     }
     out
@@ -609,7 +749,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         let (port, _server) = Serve::new(cert, key).spawn();
         assert_eq!(
             err_of(handshake_blocking(c, "example.com", port)),
-            "certificate verify failed (hostname mismatch)"
+            "certificate verify failed: hostname mismatch"
         );
     }
 
@@ -725,9 +865,9 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         };
         assert!(Connector::new(&id(CLIENT, CLIENT_KEY)).is_ok());
         assert!(Connector::new(&id(SERVER, SERVER_KEY)).is_ok());
-        assert!(
-            err_of(Connector::new(&id(CLIENT, SERVER_KEY)))
-                .starts_with("bad ssl_certificate/ssl_key: ")
+        assert_eq!(
+            err_of(Connector::new(&id(CLIENT, SERVER_KEY))),
+            "bad ssl_certificate/ssl_key: key values mismatch"
         );
         assert!(err_of(Connector::new(&id(CLIENT, CLIENT))).starts_with("bad ssl_key "));
         assert!(
@@ -779,10 +919,154 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
     fn error_words() {
         assert_eq!(spaced("UnknownCA"), "unknown ca");
         assert_eq!(spaced("HandshakeFailure"), "handshake failure");
-        let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(spaced("UnknownPSKIdentity"), "unknown psk identity");
+        assert_eq!(spaced("CaUsedAsEndEntity"), "ca used as end entity");
         assert_eq!(
-            describe(&e),
-            "certificate verify failed (unable to get local issuer certificate)"
+            variant_name("NotValidForNameContext { expected: x }"),
+            "NotValidForNameContext"
+        );
+        assert_eq!(variant_name("Unknown(7)"), "Unknown");
+        let cert = |c| describe(&rustls::Error::InvalidCertificate(c)).to_string();
+        let cases = [
+            (CertificateError::UnknownIssuer, "unknown issuer"),
+            (CertificateError::Expired, "certificate has expired"),
+            (
+                CertificateError::NotValidYet,
+                "certificate is not yet valid",
+            ),
+            (CertificateError::NotValidForName, "hostname mismatch"),
+            (CertificateError::BadSignature, "bad signature"),
+            (CertificateError::Revoked, "certificate revoked"),
+            (
+                CertificateError::InvalidPurpose,
+                "unsuitable certificate purpose",
+            ),
+            (CertificateError::BadEncoding, "bad certificate encoding"),
+            (
+                CertificateError::UnhandledCriticalExtension,
+                "unhandled critical extension",
+            ),
+            (
+                CertificateError::ApplicationVerificationFailure,
+                "application verification failure",
+            ),
+            (
+                CertificateError::Other(OtherError(Arc::new(SelfSigned))),
+                "self-signed certificate",
+            ),
+        ];
+        for (c, words) in cases {
+            assert_eq!(cert(c), format!("certificate verify failed: {words}"));
+        }
+        let alert = |a| describe(&rustls::Error::AlertReceived(a)).to_string();
+        assert_eq!(
+            alert(AlertDescription::HandshakeFailure),
+            "tls alert: handshake failure"
+        );
+        assert_eq!(
+            alert(AlertDescription::ProtocolVersion),
+            "tls alert: protocol version"
+        );
+        assert_eq!(alert(AlertDescription::UnknownCA), "tls alert: unknown ca");
+        assert_eq!(
+            alert(AlertDescription::CertificateRequired),
+            "tls alert: certificate required"
+        );
+        assert_eq!(
+            alert(AlertDescription::UnrecognisedName),
+            "tls alert: unrecognized name"
+        );
+        assert_eq!(
+            alert(AlertDescription::UnknownPSKIdentity),
+            "tls alert: unknown psk identity"
+        );
+        assert_eq!(
+            alert(AlertDescription::Unknown(200)),
+            "tls alert: alert 200"
+        );
+        assert_eq!(
+            describe(&rustls::Error::DecryptError).to_string(),
+            rustls::Error::DecryptError.to_string()
+        );
+    }
+
+    #[test]
+    fn self_issued_reads_the_names() {
+        assert!(self_issued(&certs(SELF)[0]));
+        assert!(self_issued(&certs(CA)[0]));
+        assert!(!self_issued(&certs(SERVER)[0]));
+        assert!(!self_issued(&certs(CLIENT)[0]));
+        // Truncated or foreign input is not self-issued, and never panics.
+        let der = certs(SELF)[0].to_vec();
+        for n in 0..der.len() {
+            assert!(!self_issued(&der[..n]), "{n}");
+        }
+        assert!(!self_issued(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]));
+        assert!(!self_issued(&[0x30, 0x85, 1, 1, 1, 1, 1]));
+        let e = der_element(&[0x02, 0x01, 0x05, 0xaa]).unwrap();
+        assert_eq!(
+            (e.tag, e.whole, e.contents, e.rest),
+            (0x02, &[0x02, 0x01, 0x05][..], &[0x05][..], &[0xaa][..])
+        );
+        let long = der_element(&[0x04, 0x81, 0x01, 0x07]).unwrap();
+        assert_eq!((long.whole.len(), long.contents), (4, &[0x07][..]));
+    }
+
+    #[test]
+    fn verifier_reasons_for_dates_names_and_issuers() {
+        let verifier = |cafile: &str| {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(certs(cafile));
+            PinningVerifier {
+                webpki: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .unwrap(),
+                pinned: certs(cafile),
+            }
+        };
+        let words = |v: &PinningVerifier, cert: &str, host: &str, secs: u64| {
+            let chain = certs(cert);
+            let name = ServerName::try_from(host.to_owned()).unwrap();
+            let at = UnixTime::since_unix_epoch(Duration::from_secs(secs));
+            match v.verify_server_cert(&chain[0], &chain[1..], &name, &[], at) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => describe(&e).to_string(),
+            }
+        };
+        let now = UnixTime::now().as_secs();
+        let ca = verifier(CA);
+        assert_eq!(words(&ca, SERVER, "localhost", now), "ok");
+        // The test certificates are valid from 2000-01-01 to 9999-12-31.
+        assert_eq!(
+            words(&ca, SERVER, "localhost", 946_684_799),
+            "certificate verify failed: certificate is not yet valid"
+        );
+        assert_eq!(
+            words(&ca, SERVER, "localhost", 253_402_300_800),
+            "certificate verify failed: certificate has expired"
+        );
+        assert_eq!(
+            words(&ca, SERVER, "wrong.example", now),
+            "certificate verify failed: hostname mismatch"
+        );
+        assert_eq!(
+            words(&ca, SERVER, "10.0.0.1", now),
+            "certificate verify failed: hostname mismatch"
+        );
+        // Issued by a CA the verifier does not know; a self-signed server certificate.
+        let other = verifier(SELF);
+        assert_eq!(
+            words(&other, SERVER, "localhost", now),
+            "certificate verify failed: unknown issuer"
+        );
+        assert_eq!(
+            words(&ca, SELF, "localhost", now),
+            "certificate verify failed: self-signed certificate"
+        );
+        assert_eq!(words(&other, SELF, "localhost", now), "ok");
+        assert_eq!(
+            words(&other, SELF, "wrong.example", now),
+            "certificate verify failed: hostname mismatch"
         );
     }
 
@@ -821,7 +1105,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         let (port, _server) = Serve::new(SERVER, SERVER_KEY).spawn();
         assert_eq!(
             err_of(handshake_blocking(&c, "localhost", port)),
-            "certificate verify failed (unable to get local issuer certificate)"
+            "certificate verify failed: unknown issuer"
         );
     }
 
@@ -834,7 +1118,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
         };
         let c = Connector::new(&pinned).unwrap();
         accepted_by_name_and_ip_only(&c, SELF, SELF_KEY);
-        // Not pinned: webpki's refusal stands.
+        // Not pinned: webpki's refusal stands, in OpenSSL's words for a self-signed server.
         let other = TlsSettings {
             cafile: Some(temp_file(CA)),
             ..settings(true)
@@ -846,7 +1130,7 @@ kd+k3h+b6SwgmUiMvyYxojml1cqhRANCAATqzzvM2uV6nhVzJXoe2k2ZaT/URd7z
                 "localhost",
                 port
             )),
-            "certificate verify failed (ca used as end entity)"
+            "certificate verify failed: self-signed certificate"
         );
         // Pinned, but the server lacks the key: the handshake signature still fails.
         let serve = Serve {
