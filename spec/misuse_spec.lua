@@ -570,6 +570,13 @@ describe("misuse", function()
       round_trip(conn, got, "intact after method misuse")
     end)
 
+    it("ssl_options that leave no TLS version raise naming ssl_options", function()
+      local ok, err = pcall(luws.wsopen, "wss://127.0.0.1:1/", function() end,
+        { ssl_protocol = "tlsv1_2", ssl_options = { "no_tlsv1_2" } })
+      assert.is_false(ok)
+      assert.equal("bad option 'ssl_options' to 'wsopen' (the protocol options exclude every TLS version)", err)
+    end)
+
     it("luws.wait names a wrong element of its list plainly", function()
       local ok, err = pcall(luws.wait, { conn, 42 }, 0)
       assert.is_false(ok)

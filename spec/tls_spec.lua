@@ -1,5 +1,6 @@
 -- wss://: TLS with LuWS's defaults (no verification), verification on request, CA files,
 -- client certificates, SNI, LuaSec-style options, and a server that stalls the handshake.
+-- A refused certificate says why, in the same words with either TLS backend.
 local H = spec_helper
 local luws = H.luws
 
@@ -28,10 +29,63 @@ describe("wss://", function()
     assert.equal("over tls", echo_once(self_signed.url("/")))
   end)
 
-  it("refuses that server when asked to verify the peer", function()
+  it("refuses that server when asked to verify the peer: self-signed certificate", function()
     local ok, err = echo_once(self_signed.url("/"), { ssl_verify = "peer" })
     assert.is_nil(ok)
-    assert.matches("^Failed SSL negotation: certificate verify failed", err)
+    assert.equal("Failed SSL negotation: certificate verify failed: self-signed certificate", err)
+    -- Trusting another CA does not make it less self-signed.
+    ok, err = echo_once(self_signed.url("/"), { ssl_verify = "peer", ssl_cafile = H.servers.tls_ca() })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: self-signed certificate", err)
+  end)
+
+  it("refuses a server whose CA it does not know: unknown issuer", function()
+    local ok, err = echo_once(ca_signed.url("/echo"), { ssl_verify = "peer" })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: unknown issuer", err)
+  end)
+
+  it("refuses an expired certificate, and one not yet valid, naming which", function()
+    local ca = H.servers.tls_ca()
+    local expired = H.server("bad", { tls = "expired" })
+    local ok, err = echo_once(expired.url("/echo"), { ssl_verify = "peer", ssl_cafile = ca })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: certificate has expired", err)
+    local early = H.server("bad", { tls = "not_yet_valid" })
+    ok, err = echo_once(early.url("/echo"), { ssl_verify = "peer", ssl_cafile = ca })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: certificate is not yet valid", err)
+  end)
+
+  it("refuses a certificate for another host name: hostname mismatch (name or IP in the URL)", function()
+    local ca = H.servers.tls_ca()
+    local wrong = H.server("bad", { tls = "wrong_host" })
+    for _, url in ipairs({ wrong.url("/echo"), (wrong.url("/echo"):gsub("localhost", "127.0.0.1")) }) do
+      local ok, err = echo_once(url, { ssl_verify = "peer", ssl_cafile = ca })
+      assert.is_nil(ok, url)
+      assert.equal("Failed SSL negotation: certificate verify failed: hostname mismatch", err, url)
+    end
+  end)
+
+  it("refuses a certificate not issued for TLS servers: unsuitable certificate purpose", function()
+    local s = H.server("bad", { tls = "wrong_purpose" })
+    local ok, err = echo_once(s.url("/echo"), { ssl_verify = "peer", ssl_cafile = H.servers.tls_ca() })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: unsuitable certificate purpose", err)
+  end)
+
+  it("refuses a certificate whose signature does not verify: bad signature", function()
+    local s = H.server("bad", { tls = "bad_signature" })
+    local ok, err = echo_once(s.url("/echo"), { ssl_verify = "peer", ssl_cafile = H.servers.tls_ca() })
+    assert.is_nil(ok)
+    assert.equal("Failed SSL negotation: certificate verify failed: bad signature", err)
+  end)
+
+  it("accepts those certificates without verification, as LuWS does", function()
+    for _, kind in ipairs({ "expired", "not_yet_valid", "wrong_host", "wrong_purpose", "bad_signature" }) do
+      local s = H.server("bad", { tls = kind })
+      assert.equal("over tls", echo_once(s.url("/echo")), kind)
+    end
   end)
 
   it("verifies against ssl_cafile", function()
@@ -53,7 +107,7 @@ describe("wss://", function()
     end
     local ok, err = echo_once(url, { ssl_verify = "peer", ssl_cafile = ca, connect = connect })
     assert.is_nil(ok)
-    assert.matches("^Failed SSL negotation: ", err)
+    assert.equal("Failed SSL negotation: certificate verify failed: hostname mismatch", err)
   end)
 
   it("sends SNI with the host name", function()
@@ -93,6 +147,57 @@ describe("wss://", function()
     local ok, err = luws.wsopen(self_signed.url("/"), function() end, { ssl_verify = "peer", ssl_cafile = "/nonexistent.pem" })
     assert.is_false(ok)
     assert.equal("Failed SSL negotation: cannot read ssl_cafile /nonexistent.pem: no such file or directory", err)
+  end)
+
+  it("reports a key that is not the certificate's, in the same words with either backend", function()
+    local cert = H.servers.client_cert()
+    local _, other_key = H.servers.tls_files()
+    local ok, err = luws.wsopen(self_signed.url("/"), function() end, { ssl_certificate = cert, ssl_key = other_key })
+    assert.is_false(ok)
+    assert.equal("Failed SSL negotation: bad ssl_certificate/ssl_key: key values mismatch", err)
+  end)
+
+  it("never shows a TLS library's error codes or source paths", function()
+    local ca = H.servers.tls_ca()
+    local cert = H.servers.client_cert()
+    local _, other_key = H.servers.tls_files()
+    local junk = os.tmpname()
+    local f = assert(io.open(junk, "w"))
+    f:write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    f:close()
+    local tries = {
+      { self_signed.url("/"), { ssl_verify = "peer" } },
+      { ca_signed.url("/echo"), { ssl_verify = "peer" } },
+      { H.server("bad", { tls = "expired" }).url("/echo"), { ssl_verify = "peer", ssl_cafile = ca } },
+      { H.server("bad", { tls = "wrong_host" }).url("/echo"), { ssl_verify = "peer", ssl_cafile = ca } },
+      { self_signed.url("/"), { ssl_certificate = cert, ssl_key = other_key } },
+      { self_signed.url("/"), { ssl_verify = "peer", ssl_cafile = junk } },
+      { ca_signed.url("/echo"), { ssl_protocol = "tlsv1" } }, -- the server refuses TLS 1.0
+    }
+    local errs = {}
+    for i, t in ipairs(tries) do
+      local ok, err = luws.wsopen(t[1], function() end, t[2])
+      if ok then luws.wsclose(ok) end
+      errs[i] = ok and "connected" or err
+    end
+    os.remove(junk)
+    for _, err in ipairs(errs) do
+      assert.matches("^Failed SSL negotation: ", err)
+      assert.is_nil(err:match("%.c:%d"), err)
+      assert.is_nil(err:match("%.h:%d"), err)
+      assert.is_nil(err:match("error:%x%x%x%x%x%x%x%x"), err)
+      assert.is_nil(err:match("routines"), err)
+    end
+  end)
+
+  it("names the alert a server refuses the handshake with", function()
+    local ok, err = luws.wsopen(ca_signed.url("/echo"), function() end, { ssl_protocol = "tlsv1" })
+    assert.is_false(ok)
+    if luws.tls_backend == "rustls" then
+      assert.equal("Failed SSL negotation: rustls supports only TLS 1.2 and 1.3", err)
+    else
+      assert.equal("Failed SSL negotation: tls alert: protocol version", err)
+    end
   end)
 
   it("gives up on a server that stalls the TLS handshake within connect_timeout", function()

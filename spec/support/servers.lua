@@ -9,6 +9,11 @@
 --   s:stop()
 --
 -- opts: tls = true | "self" (self-signed leaf) | "ca" (leaf signed by tls_ca())
+--             | "expired"    (leaf signed by tls_ca(), valid 2000-2001 only)
+--             | "not_yet_valid" (leaf signed by tls_ca(), valid 2090-2091 only)
+--             | "wrong_host" (leaf signed by tls_ca() for wrong.example only)
+--             | "wrong_purpose" (leaf signed by tls_ca() for clientAuth only)
+--             | "bad_signature" (the "ca" leaf with its signature altered)
 --       stall = true       (bad + tls: accept TCP, never finish the TLS handshake)
 --       client_ca = true   (bad + tls: ask for an optional client certificate;
 --                           the log then records "client-cert <CN>|none")
@@ -95,6 +100,12 @@ local function openssl(dir, args)
   end
 end
 
+-- Server certificates that ssl_verify = "peer" refuses, each for one reason (make_tls).
+local FAILING_LEAVES = {
+  expired = true, not_yet_valid = true, wrong_host = true, wrong_purpose = true,
+  bad_signature = true,
+}
+
 local function make_tls()
   if tls then return tls end
   local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/luws-spec-tls.XXXXXX\"")
@@ -121,12 +132,57 @@ local function make_tls()
   end
   openssl(dir, "pkcs12 -export -in client.crt -inkey client.key -certfile ca.crt" ..
           " -out client.p12 -passout pass:")
+  -- Leaves that fail verification for one reason each, all issued by the test CA: outside
+  -- their validity dates (`openssl ca` takes explicit dates; `x509 -req` only -days), one
+  -- for another host name, one not for TLS servers, and one whose signature is wrong.
+  write_file(dir .. "/wrong_host.ext", "subjectAltName=DNS:wrong.example\n" ..
+             "extendedKeyUsage=serverAuth\n")
+  write_file(dir .. "/wrong_purpose.ext", san .. "\nextendedKeyUsage=clientAuth\n")
+  write_file(dir .. "/ca.cnf", table.concat({
+    "[ca]", "default_ca = luws_ca", "[luws_ca]", "database = ca.index",
+    "serial = ca.serial", "new_certs_dir = .", "default_md = sha256",
+    "policy = luws_policy", "unique_subject = no", "[luws_policy]",
+    "commonName = supplied", "",
+  }, "\n"))
+  write_file(dir .. "/ca.index", "")
+  write_file(dir .. "/ca.serial", "1000\n")
+  local failing = {
+    { "expired", "localhost", "leaf", "20000101000000Z", "20010101000000Z" },
+    { "not_yet_valid", "localhost", "leaf", "20900101000000Z", "20910101000000Z" },
+    { "wrong_host", "wrong.example", "wrong_host" },
+    { "wrong_purpose", "localhost", "wrong_purpose" },
+  }
+  for _, v in ipairs(failing) do
+    local name, cn, ext, from, to = v[1], v[2], v[3], v[4], v[5]
+    openssl(dir, "req -new " .. ec .. " -keyout " .. name .. ".key -out " .. name ..
+            ".csr -subj /CN=" .. cn)
+    if from then
+      openssl(dir, "ca -batch -notext -config ca.cnf -cert ca.crt -keyfile ca.key -in " ..
+              name .. ".csr -out " .. name .. ".crt -startdate " .. from .. " -enddate " ..
+              to .. " -extfile " .. ext .. ".ext")
+    else
+      openssl(dir, "x509 -req -in " .. name .. ".csr -CA ca.crt -CAkey ca.key" ..
+              " -CAcreateserial -days 7 -out " .. name .. ".crt -extfile " .. ext .. ".ext")
+    end
+  end
+  -- The leaf with the last byte of its signature changed (that of the ECDSA `s` value, so
+  -- the DER stays well-formed); the key still matches it.
+  openssl(dir, "x509 -in leaf.crt -outform DER -out bad_signature.der")
+  local der = assert(read_file(dir .. "/bad_signature.der"))
+  write_file(dir .. "/bad_signature.der",
+             der:sub(1, -2) .. string.char((der:byte(-1) + 1) % 256))
+  openssl(dir, "x509 -inform DER -in bad_signature.der -out bad_signature.crt")
   tls = {
     cert = dir .. "/self.crt", key = dir .. "/self.key",
     ca = dir .. "/ca.crt", leaf = dir .. "/leaf.crt", leaf_key = dir .. "/leaf.key",
     client = dir .. "/client.crt", client_key = dir .. "/client.key",
     client_p12 = dir .. "/client.p12",
   }
+  for _, v in ipairs(failing) do
+    tls[v[1]] = dir .. "/" .. v[1] .. ".crt"
+    tls[v[1] .. "_key"] = dir .. "/" .. v[1] .. ".key"
+  end
+  tls.bad_signature, tls.bad_signature_key = dir .. "/bad_signature.crt", dir .. "/leaf.key"
   return tls
 end
 
@@ -257,11 +313,18 @@ function M.start(kind, opts)
   if kind == "sockproxy" and opts.refuse then args = " --refuse" end
   if opts.tls then
     local t = make_tls()
-    if opts.tls == "ca" then
-      args = " --tls " .. shell_quote(t.leaf) .. " " .. shell_quote(t.leaf_key)
+    local cert, key
+    if opts.tls == true or opts.tls == "self" then
+      cert, key = t.cert, t.key
+    elseif opts.tls == "ca" then
+      cert, key = t.leaf, t.leaf_key
+    elseif FAILING_LEAVES[opts.tls] then
+      cert, key = t[opts.tls], t[opts.tls .. "_key"]
     else
-      args = " --tls " .. shell_quote(t.cert) .. " " .. shell_quote(t.key)
+      error("unknown tls option " .. tostring(opts.tls) .. " (true|self|ca|expired|" ..
+            "not_yet_valid|wrong_host|wrong_purpose|bad_signature)", 2)
     end
+    args = args .. " --tls " .. shell_quote(cert) .. " " .. shell_quote(key)
     if kind == "bad" and opts.stall then args = args .. " --stall-tls" end
     if kind == "bad" and opts.client_ca then args = args .. " --client-ca " .. shell_quote(t.ca) end
   elseif opts.stall or opts.client_ca then

@@ -198,7 +198,13 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     tls.cafile = r.string("ssl_cafile")?;
     tls.certificate = r.string("ssl_certificate")?;
     tls.key = r.string("ssl_key")?;
-    tls.validate().map_err(|m| r.bad("ssl_key", m))?;
+    tls.check().map_err(|p| {
+        let name = match p {
+            crate::tls::SettingsProblem::HalfPair => "ssl_key",
+            crate::tls::SettingsProblem::NoVersion => "ssl_options",
+        };
+        r.bad(name, p.to_string())
+    })?;
 
     match t.get::<Value>("upgrade_headers")? {
         Value::Nil => {}

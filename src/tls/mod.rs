@@ -110,16 +110,32 @@ impl TlsSettings {
 
     /// Checks that the options make sense together (a key without a certificate, an empty range).
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|p| p.to_string())
+    }
+
+    /// What is wrong with these settings, so the caller can name the option at fault.
+    pub fn check(&self) -> Result<(), SettingsProblem> {
         if self.certificate.is_some() != self.key.is_some() {
-            return Err("ssl_certificate and ssl_key must be given together".into());
+            return Err(SettingsProblem::HalfPair);
         }
         if let (Some(lo), Some(hi)) = (self.min_version, self.max_version) {
             if lo > hi {
-                return Err("the protocol options exclude every TLS version".into());
+                return Err(SettingsProblem::NoVersion);
             }
         }
         Ok(())
     }
+}
+
+/// TLS settings that cannot work together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsProblem {
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("ssl_certificate and ssl_key must be given together")]
+    HalfPair,
+    /// `ssl_protocol` and `ssl_options` leave no version to use.
+    #[error("the protocol options exclude every TLS version")]
+    NoVersion,
 }
 
 /// Why TLS failed, in the words both backends share: the text after `Failed SSL negotation: `.
