@@ -21,7 +21,13 @@ local BACKOFF_MAX = 300
 -- The drop-in pair shipped with the plugin (L_LuwsExample1_LuWS.lua + .so, renamed from the
 -- release's L_Plugin_LuWS.*), else a luws installed on package.cpath.
 local ok, luws = pcall(require, "L_LuwsExample1_LuWS")
-if not ok then luws = require "luws" end
+if not ok then
+  -- Keep the drop-in's own error (it names every path it tried): it is the one that matters
+  -- when the plugin ships its copy.
+  local shipped = luws
+  ok, luws = pcall(require, "luws")
+  if not ok then error("LuwsExample1: no luws: " .. tostring(shipped) .. "\n" .. tostring(luws), 0) end
+end
 
 local dev               -- our device number
 local conn              -- the open connection, or nil
