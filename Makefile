@@ -23,6 +23,7 @@ deps:
 	bash tools/install-deps.sh
 
 lint:
+	python3 tools/import_cycles.py
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	CARGO_TARGET_DIR=$(CURDIR)/target/vendored cargo clippy --all-targets --no-default-features --features lua51,vendored,tls-native -- -D warnings

@@ -148,6 +148,16 @@ impl Connecting {
         }
     }
 
+    /// What the owner waits for: the current step's descriptor and its deadline.
+    pub fn poll_info(&self) -> Option<crate::poll::PollInfo> {
+        self.interest().map(|(fd, interest)| crate::poll::PollInfo {
+            fd,
+            interest,
+            dirty: false,
+            due: Some(self.deadline()),
+        })
+    }
+
     /// When the current step times out.
     pub fn deadline(&self) -> Instant {
         self.handshake_deadline.unwrap_or(self.connect_deadline)

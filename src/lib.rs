@@ -21,6 +21,7 @@ pub mod handshake;
 pub mod lws_reason;
 pub mod notify;
 pub mod open;
+pub mod poll;
 pub mod session;
 pub mod spec;
 pub mod stream;

@@ -307,6 +307,34 @@ impl<W: Wire> Session<W> {
         matches!(self.link, Link::Draining(_))
     }
 
+    /// What an owner that polls waits for while the application uses the connection: its
+    /// socket and timers (nothing once the application was told of the end).
+    pub fn poll_info(&self) -> Option<crate::poll::PollInfo> {
+        let fd = self.raw_fd();
+        (fd >= 0).then(|| crate::poll::PollInfo {
+            fd,
+            interest: if self.wants_write() {
+                Interest::Write
+            } else {
+                Interest::Read
+            },
+            dirty: self.dirty(),
+            due: self.next_deadline(),
+        })
+    }
+
+    /// What a scheduler waits for to finish a draining connection (its last output, until its
+    /// bound); `None` when not draining.
+    pub fn drain_poll_info(&self) -> Option<crate::poll::PollInfo> {
+        self.drain_interest()
+            .map(|(fd, interest, until)| crate::poll::PollInfo {
+                fd,
+                interest,
+                dirty: false,
+                due: Some(until),
+            })
+    }
+
     /// For an owner that polls: what a draining connection waits for, and until when.
     pub fn drain_interest(&self) -> Option<(i32, Interest, Instant)> {
         match &self.link {

@@ -1,4 +1,5 @@
-//! The few OS calls std does not offer: poll(2) on one or many descriptors, TCP keepalive, linger.
+//! The few OS calls std does not offer: poll(2) on one or many descriptors, TCP keepalive,
+//! descriptor checks for a socket a Lua object hands over, and a wake-up byte without SIGPIPE.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -81,6 +82,15 @@ pub fn set_keepalive(fd: RawFd) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Closes a descriptor luws was handed and is now responsible for (the original of an adopted
+/// socket, once its Lua object let go of it).
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and nothing refers to it any more; errors change nothing.
+    unsafe {
+        libc::close(fd);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Name resolution (on the opener's helper thread) and socket tuning.
+//! Name resolution (on the opener's helper thread), socket tuning, and taking over a socket a
+//! Lua object connected (the `connect` option).
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -38,6 +39,21 @@ pub fn first_address(
         port: t.port,
         reason,
     })
+}
+
+/// Takes over a connected TCP socket that someone else (a Lua object: the `connect` option) also
+/// holds: luws gets its own duplicate, tuned like its own sockets. Fails when `fd` is not a
+/// socket.
+pub fn adopt_socket(fd: std::os::fd::RawFd) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 || !crate::sys::is_socket(fd) {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    let own = crate::sys::dup_cloexec(fd)?;
+    // SAFETY: `own` is a fresh descriptor from dup that nothing else owns.
+    let tcp = unsafe { TcpStream::from_raw_fd(own) };
+    tune(&tcp);
+    Ok(tcp)
 }
 
 /// Small messages must not wait for Nagle; keepalive lets the kernel notice a dead peer.

@@ -1,9 +1,8 @@
 //! Argument checks shared by the API functions: wrong types raise a Lua error naming the
 //! argument, in the words of Lua's own `luaL_argerror`.
 
-use mlua::{AnyUserData, FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value};
 
-use super::conn::Conn;
 use crate::error::Error;
 
 pub fn bad(pos: u8, func: &'static str, msg: impl Into<String>) -> mlua::Error {
@@ -101,14 +100,5 @@ pub fn opt_table(pos: u8, func: &'static str, v: Value) -> mlua::Result<Option<T
         Value::Nil => Ok(None),
         Value::Table(t) => Ok(Some(t)),
         other => Err(expected(pos, func, "table", &other)),
-    }
-}
-
-/// A connection argument: `Ok(None)` for nil (LuWS tolerates a nil conn in most calls).
-pub fn opt_conn(pos: u8, func: &'static str, v: Value) -> mlua::Result<Option<AnyUserData>> {
-    match v {
-        Value::Nil | Value::Boolean(false) => Ok(None),
-        Value::UserData(ud) if ud.is::<Conn>() => Ok(Some(ud)),
-        other => Err(expected(pos, func, "luws connection", &other)),
     }
 }

@@ -1,14 +1,15 @@
 //! The connection object Lua holds (`conn`): a userdata around the core `Session`. Its handlers
 //! live in the userdata's user value, where the Lua GC can see them, so a handler that refers
-//! to its own conn does not keep it alive forever.
+//! to its own conn does not keep it alive forever. Its methods are the LuWS API's
+//! (`luws_api::methods`), found through the metatable.
 
 use std::cell::RefCell;
 
 use mlua::{
-    AnyUserData, Function, Lua, MetaMethod, Table, UserData, UserDataFields, UserDataMethods, Value,
+    AnyUserData, Function, MetaMethod, Table, UserData, UserDataFields, UserDataMethods, Value,
 };
 
-use super::args::api;
+use super::args::expected;
 
 use crate::session::Session;
 
@@ -60,10 +61,19 @@ pub fn handlers(ud: &AnyUserData) -> mlua::Result<Handlers> {
 }
 
 /// `self` of a method call, checked like any argument (`conn.send(42)` is misuse, not a crash).
-fn this(v: Value, func: &'static str) -> mlua::Result<AnyUserData> {
+pub fn this(v: Value, func: &'static str) -> mlua::Result<AnyUserData> {
     match v {
         Value::UserData(ud) if ud.is::<Conn>() => Ok(ud),
-        other => Err(super::args::expected(1, func, "luws connection", &other)),
+        other => Err(expected(1, func, "luws connection", &other)),
+    }
+}
+
+/// A connection argument: `Ok(None)` for nil (LuWS tolerates a nil conn in most calls).
+pub fn opt_conn(pos: u8, func: &'static str, v: Value) -> mlua::Result<Option<AnyUserData>> {
+    match v {
+        Value::Nil | Value::Boolean(false) => Ok(None),
+        Value::UserData(ud) if ud.is::<Conn>() => Ok(Some(ud)),
+        other => Err(expected(pos, func, "luws connection", &other)),
     }
 }
 
@@ -82,71 +92,4 @@ impl UserData for Conn {
             Ok(format!("luws-websock[{}]", this.label))
         });
     }
-}
-
-/// The methods of a conn (`conn:send(op, data)` …), the same adapters as the LuWS functions.
-pub fn methods(lua: &Lua) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set(
-        "send",
-        lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
-            super::luws_api::send(lua, &this(c, "send")?, op, data, "send")
-        }))?,
-    )?;
-    t.set(
-        "receive",
-        lua.create_function(api(|lua, c: Value| {
-            super::luws_api::receive(lua, &this(c, "receive")?)
-        }))?,
-    )?;
-    t.set(
-        "close",
-        lua.create_function(api(|_, c: Value| {
-            this(c, "close")?
-                .borrow::<Conn>()?
-                .session
-                .borrow_mut()
-                .close(1000);
-            Ok(())
-        }))?,
-    )?;
-    t.set(
-        "lastping",
-        lua.create_function(api(|_, c: Value| {
-            Ok(this(c, "lastping")?
-                .borrow::<Conn>()?
-                .session
-                .borrow()
-                .last_frame_time())
-        }))?,
-    )?;
-    // LuaSocket's select() calls these: the descriptor to poll, and whether data already
-    // waits in a buffer poll cannot see.
-    t.set(
-        "getfd",
-        lua.create_function(api(|_, c: Value| {
-            Ok(this(c, "getfd")?
-                .borrow::<Conn>()?
-                .session
-                .borrow()
-                .raw_fd())
-        }))?,
-    )?;
-    t.set(
-        "dirty",
-        lua.create_function(api(|_, c: Value| {
-            Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
-        }))?,
-    )?;
-    t.set(
-        "isopen",
-        lua.create_function(api(|_, c: Value| {
-            Ok(this(c, "isopen")?
-                .borrow::<Conn>()?
-                .session
-                .borrow()
-                .is_open())
-        }))?,
-    )?;
-    Ok(t)
 }

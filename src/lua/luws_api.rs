@@ -3,18 +3,19 @@
 
 use std::cell::RefCell;
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 
 use mlua::{AnyUserData, Function, Lua, MultiValue, ObjectLike, Table, Value};
 
 use super::args::{self, api, bad, expected};
-use super::conn::{self, Conn, Handlers};
+use super::conn::{self, Conn, Handlers, this};
 use super::{log, options};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, SendFailure};
 use crate::open::open_blocking;
 use crate::session::{Event, Outgoing, close_frame};
 use crate::spec::OpenSpec;
+use crate::sys::close_fd;
+use crate::tcp::adopt_socket;
 use tungstenite::Bytes;
 use tungstenite::protocol::CloseFrame;
 
@@ -28,7 +29,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wssend",
         lua.create_function(api(
-            |lua, (c, op, data): (Value, Value, Value)| match args::opt_conn(1, "wssend", c)? {
+            |lua, (c, op, data): (Value, Value, Value)| match conn::opt_conn(1, "wssend", c)? {
                 Some(ud) => send(lua, &ud, op, data, "wssend"),
                 None => Ok((false, Some(Error::NotConnected.to_string()))),
             },
@@ -37,7 +38,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wsreceive",
         lua.create_function(api(|lua, c: Value| {
-            match args::opt_conn(1, "wsreceive", c)? {
+            match conn::opt_conn(1, "wsreceive", c)? {
                 Some(ud) => receive(lua, &ud),
                 None => (Value::Nil, Error::NotConnected.to_string()).into_lua_multi(lua),
             }
@@ -46,7 +47,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wsclose",
         lua.create_function(api(|_, c: Value| {
-            if let Some(ud) = args::opt_conn(1, "wsclose", c)? {
+            if let Some(ud) = conn::opt_conn(1, "wsclose", c)? {
                 ud.borrow::<Conn>()?.session.borrow_mut().close(1000);
             }
             Ok(())
@@ -55,7 +56,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wslastping",
         lua.create_function(api(|_, c: Value| {
-            match args::opt_conn(1, "wslastping", c)? {
+            match conn::opt_conn(1, "wslastping", c)? {
                 Some(ud) => Ok(ud.borrow::<Conn>()?.session.borrow().last_frame_time()),
                 None => Ok(0.0),
             }
@@ -66,7 +67,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set(
         "wsreset",
         lua.create_function(api(|_, c: Value| {
-            args::opt_conn(1, "wsreset", c)?;
+            conn::opt_conn(1, "wsreset", c)?;
             Ok(())
         }))?,
     )?;
@@ -74,6 +75,71 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
 }
 
 use mlua::IntoLuaMulti;
+
+/// The methods of a conn (`conn:send(op, data)` …), the same adapters as the LuWS functions.
+pub fn methods(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "send",
+        lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
+            send(lua, &this(c, "send")?, op, data, "send")
+        }))?,
+    )?;
+    t.set(
+        "receive",
+        lua.create_function(api(|lua, c: Value| receive(lua, &this(c, "receive")?)))?,
+    )?;
+    t.set(
+        "close",
+        lua.create_function(api(|_, c: Value| {
+            this(c, "close")?
+                .borrow::<Conn>()?
+                .session
+                .borrow_mut()
+                .close(1000);
+            Ok(())
+        }))?,
+    )?;
+    t.set(
+        "lastping",
+        lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "lastping")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .last_frame_time())
+        }))?,
+    )?;
+    // LuaSocket's select() calls these: the descriptor to poll, and whether data already
+    // waits in a buffer poll cannot see.
+    t.set(
+        "getfd",
+        lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "getfd")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .raw_fd())
+        }))?,
+    )?;
+    t.set(
+        "dirty",
+        lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
+        }))?,
+    )?;
+    t.set(
+        "isopen",
+        lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "isopen")?
+                .borrow::<Conn>()?
+                .session
+                .borrow()
+                .is_open())
+        }))?,
+    )?;
+    Ok(t)
+}
 
 fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<MultiValue> {
     let url_text = match &url {
@@ -170,17 +236,11 @@ fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, E
         }
     };
     let fd = fd_number(&call("getfd", MultiValue::new())?);
-    if fd < 0 || fd > i32::MAX as i64 || !crate::sys::is_socket(fd as i32) {
-        return Ok(Err(Error::NoSocket));
-    }
     // Take a private copy of the descriptor, then have the Lua object forget its own (LuaSocket's
     // setfd) so that its close or collection cannot touch the connection.
-    let own = match crate::sys::dup_cloexec(fd as i32) {
-        Ok(d) => d,
-        Err(_) => return Ok(Err(Error::NoSocket)),
+    let Some(tcp) = i32::try_from(fd).ok().and_then(|fd| adopt_socket(fd).ok()) else {
+        return Ok(Err(Error::NoSocket));
     };
-    // SAFETY: `own` is a fresh descriptor from dup that nothing else owns.
-    let tcp = unsafe { TcpStream::from_raw_fd(own) };
     let mut forget = MultiValue::new();
     forget.push_back(Value::Integer(-1));
     // Close the original only when the object demonstrably let go of it (an object without a
@@ -188,10 +248,8 @@ fn user_connect(f: &Function, ep: &Endpoint) -> mlua::Result<Result<TcpStream, E
     let let_go = call("setfd", forget).is_ok()
         && call("getfd", MultiValue::new()).is_ok_and(|v| fd_number(&v) != fd);
     if let_go {
-        // SAFETY: the Lua object no longer refers to `fd`, so closing it here is ours to do.
-        unsafe { libc::close(fd as i32) };
+        close_fd(fd as i32);
     }
-    crate::tcp::tune(&tcp);
     Ok(Ok(tcp))
 }
 

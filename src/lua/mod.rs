@@ -7,6 +7,8 @@ mod log;
 mod luws_api;
 mod options;
 mod vera_api;
+mod vera_loop;
+mod vera_socket;
 mod wait;
 
 use mlua::{Lua, Result, Table};
@@ -28,7 +30,7 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     plain_errors(lua, &t)?;
     // The objects' methods get the same wrapper; their metatables find them in the registry.
     for (key, methods) in [
-        (conn::METHODS, conn::methods(lua)?),
+        (conn::METHODS, luws_api::methods(lua)?),
         (vera_api::METHODS, vera_api::methods(lua)?),
     ] {
         plain_errors(lua, &methods)?;

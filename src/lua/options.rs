@@ -130,7 +130,21 @@ impl<'a> Reader<'a> {
 /// returns the Lua-side parts.
 pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<LuaParts> {
     let r = Reader::new(t, func);
-    let s = &mut spec.session;
+    read_session(&r, &mut spec.session)?;
+    if let Some(d) = r.seconds("connect_timeout")? {
+        spec.connect_timeout = d;
+    }
+    if let Some(d) = r.seconds("handshake_timeout")? {
+        spec.handshake_timeout = d;
+    }
+    read_tls(&r, &mut spec.tls)?;
+    read_headers(&r, &mut spec.headers)?;
+    spec.notify = notify(&r)?;
+    lua_parts(&r)
+}
+
+/// The options of an open connection: timers, sizes, masking.
+fn read_session(r: &Reader, s: &mut crate::session::SessionConfig) -> mlua::Result<()> {
     if let Some(d) = r.seconds("receive_timeout")? {
         s.receive_timeout = (!d.is_zero()).then_some(d);
     }
@@ -154,16 +168,10 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     if let Some(n) = r.size("max_payload_size", 1.0, 1e15)? {
         s.max_payload_size = n;
     }
-    if let Some(d) = r.seconds("connect_timeout")? {
-        spec.connect_timeout = d;
-    }
-    if let Some(d) = r.seconds("handshake_timeout")? {
-        spec.handshake_timeout = d;
-    }
 
     // RFC 6455 §5.3 requires clients to mask; `false` is LuWS's opt-out for servers that
     // cannot unmask.
-    match t.get::<Value>("use_masking")? {
+    match r.t.get::<Value>("use_masking")? {
         Value::Nil => {}
         Value::Boolean(b) => s.masking = b,
         other => {
@@ -173,8 +181,11 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
             ));
         }
     }
+    Ok(())
+}
 
-    let tls = &mut spec.tls;
+/// LuaSec's TLS options.
+fn read_tls(r: &Reader, tls: &mut crate::tls::TlsSettings) -> mlua::Result<()> {
     if let Some(p) = r.string("ssl_protocol")? {
         tls.apply_protocol(&p)
             .map_err(|m| r.bad("ssl_protocol", m))?;
@@ -204,9 +215,12 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
             crate::tls::SettingsProblem::NoVersion => "ssl_options",
         };
         r.bad(name, p.to_string())
-    })?;
+    })
+}
 
-    match t.get::<Value>("upgrade_headers")? {
+/// `upgrade_headers`: extra request headers, in a stable order.
+fn read_headers(r: &Reader, headers: &mut Vec<(String, String)>) -> mlua::Result<()> {
+    match r.t.get::<Value>("upgrade_headers")? {
         Value::Nil => {}
         Value::Table(h) => {
             for pair in h.pairs::<Value, Value>() {
@@ -218,13 +232,13 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
                     _ => None,
                 };
                 match (text(&k), text(&v)) {
-                    (Some(k), Some(v)) => spec.headers.push((k, v)),
+                    (Some(k), Some(v)) => headers.push((k, v)),
                     _ => return Err(r.bad("upgrade_headers", "string keys and values expected")),
                 }
             }
             // pairs() order is arbitrary; a stable order makes requests reproducible.
-            spec.headers.sort();
-            crate::handshake::check_extra_headers(&spec.headers)
+            headers.sort();
+            crate::handshake::check_extra_headers(headers)
                 .map_err(|m| r.bad("upgrade_headers", m))?;
         }
         other => {
@@ -235,9 +249,12 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
         }
     }
 
-    spec.notify = notify(&r)?;
+    Ok(())
+}
 
-    let handler_args = match t.get::<Value>("handler_args")? {
+/// The options that stay in Lua: handlers and the `connect` function.
+fn lua_parts(r: &Reader) -> mlua::Result<LuaParts> {
+    let handler_args = match r.t.get::<Value>("handler_args")? {
         Value::Nil => None,
         Value::Table(a) => Some(a),
         other => {

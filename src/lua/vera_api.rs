@@ -1,124 +1,24 @@
-//! The verawebsockets API: `create`, `connect`, `loop`, `set_log_level`, `send`, `close`.
-//!
-//! Objects open without blocking (`connecting`); `loop()` drives them all and delivers their
-//! events on the calling Lua thread: 1 connection error (reason, wso, detail), 3 established
-//! (wso), 4 closed (wso), 8 receive (data, wso, opcode). A handler is a function, or the name
-//! of a global function looked up when the event fires, as Vera's library does.
+//! The verawebsockets API: `create`, `connect`, `loop`, `set_log_level`, `send`, `close`, as
+//! short adapters: arguments are checked here, the object lives in `vera_socket`, and `loop()`
+//! is `vera_loop`'s scheduler. Objects open without blocking (`connecting`).
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mlua::{
-    AnyUserData, Function, Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields,
-    UserDataMethods, Value,
-};
+use mlua::{AnyUserData, Lua, Table, Value};
 
 use super::args::{api, expected, opt_table};
-use super::wait::PollInfo;
+use super::vera_loop::{active, run_loop};
+use super::vera_socket::{State, VeraSocket, wso};
 use super::{log, options};
-use crate::connecting::{Connecting, Progress};
+use crate::connecting::Connecting;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::lws_reason::lws_reason;
-use crate::session::{Event, Outgoing, Session};
+use crate::session::Outgoing;
 use crate::spec::OpenSpec;
-use crate::sys::{self, Interest};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// Registry key of the table of objects `loop()` must service.
-const ACTIVE: &str = "luws.verawebsockets.active";
-
-pub const EV_CONNECTION_ERROR: i64 = 1;
-pub const EV_ESTABLISHED: i64 = 3;
-pub const EV_CLOSED: i64 = 4;
-pub const EV_RECEIVE: i64 = 8;
-
-/// Where a verawebsockets object stands.
-enum State {
-    /// Created; `connect` not called yet. Holds the spec, or why the URL was unusable.
-    Created(Result<Box<OpenSpec>, Error>),
-    /// `connect` was called on an unusable URL: event 1 is due.
-    Doomed(Error),
-    Connecting(Box<Connecting>),
-    Open(Box<Session>),
-    /// `close` sent a Close; waiting for the peer's until `deadline`.
-    Closing(Box<Session>, Instant),
-    /// Event 4 has fired; the last output (a Close echo) still drains, silently.
-    Draining(Box<Session>),
-    Closed,
-}
-
-pub struct VeraSocket {
-    id: usize,
-    standalone: bool,
-    url: String,
-    state: RefCell<State>,
-}
-
-impl VeraSocket {
-    pub(super) fn fd_and_interest(&self) -> Option<PollInfo> {
-        match &*self.state.borrow() {
-            State::Connecting(c) => c.interest().map(|(fd, interest)| PollInfo {
-                fd,
-                interest,
-                dirty: false,
-                due: Some(c.deadline()),
-            }),
-            State::Open(s) | State::Closing(s, _) => {
-                let fd = s.raw_fd();
-                let closing = match &*self.state.borrow() {
-                    State::Closing(_, d) => Some(*d),
-                    _ => None,
-                };
-                let due = match (s.next_deadline(), closing) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let interest = if s.wants_write() {
-                    Interest::Write
-                } else {
-                    Interest::Read
-                };
-                (fd >= 0).then_some(PollInfo {
-                    fd,
-                    interest,
-                    dirty: s.dirty(),
-                    due,
-                })
-            }
-            State::Draining(s) => s.drain_interest().map(|(fd, interest, until)| PollInfo {
-                fd,
-                interest,
-                dirty: false,
-                due: Some(until),
-            }),
-            State::Doomed(_) => Some(PollInfo {
-                fd: -1,
-                interest: Interest::Read,
-                dirty: true,
-                due: None,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Registry key of the websocket object's method table (see `methods`).
-pub const METHODS: &str = "luws.verawebsockets.methods";
-
-impl UserData for VeraSocket {
-    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
-        f.add_meta_field_with(MetaMethod::Index, |lua| {
-            lua.named_registry_value::<Table>(METHODS)
-        });
-    }
-
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            Ok(format!("verawebsockets[{}]", this.url))
-        });
-    }
-}
+pub use super::vera_socket::METHODS;
 
 /// The object's methods (`wso:connect()` …): the module functions, plus `getfd`/`dirty` for
 /// LuaSocket's `select`.
@@ -135,10 +35,11 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(api(|_, v: Value| {
             let ud = wso(1, "getfd", v)?;
             let this = ud.borrow::<VeraSocket>()?;
+            // After event 4 the object is closed for the application, whatever still drains.
             if matches!(&*this.state.borrow(), State::Draining(_)) {
                 return Ok(-1);
             }
-            Ok(this.fd_and_interest().map_or(-1, |p| p.fd))
+            Ok(this.poll_info().map_or(-1, |p| p.fd))
         }))?,
     )?;
     t.set(
@@ -146,7 +47,7 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(api(|_, v: Value| {
             let ud = wso(1, "dirty", v)?;
             let this = ud.borrow::<VeraSocket>()?;
-            Ok(this.fd_and_interest().is_some_and(|p| p.dirty))
+            Ok(this.poll_info().is_some_and(|p| p.dirty))
         }))?,
     )?;
     Ok(t)
@@ -163,24 +64,6 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set("send", lua.create_function(api(send))?)?;
     t.set("close", lua.create_function(api(close))?)?;
     Ok(())
-}
-
-fn wso(pos: u8, func: &'static str, v: Value) -> mlua::Result<AnyUserData> {
-    match v {
-        Value::UserData(ud) if ud.is::<VeraSocket>() => Ok(ud),
-        other => Err(expected(pos, func, "websocket object", &other)),
-    }
-}
-
-fn active(lua: &Lua) -> mlua::Result<Table> {
-    match lua.named_registry_value::<Value>(ACTIVE)? {
-        Value::Table(t) => Ok(t),
-        _ => {
-            let t = lua.create_table()?;
-            lua.set_named_registry_value(ACTIVE, &t)?;
-            Ok(t)
-        }
-    }
 }
 
 /// `create(url, event_handlers, ssl_settings, standalone [, options])` -> wso.
@@ -391,232 +274,4 @@ fn set_log_level(_: &Lua, v: Value) -> mlua::Result<()> {
     }
     log::set_levels(mask as u32);
     Ok(())
-}
-
-/// Calls the handler for `event`, resolving a global name when the event fires.
-fn fire(lua: &Lua, ud: &AnyUserData, event: i64, args: MultiValue) {
-    let handler = ud
-        .user_value::<Table>()
-        .and_then(|uv| uv.raw_get::<Value>("handlers"))
-        .and_then(|h| match h {
-            Value::Table(t) => t.get::<Value>(event),
-            _ => Ok(Value::Nil),
-        });
-    let f: Option<Function> = match handler {
-        Ok(Value::Function(f)) => Some(f),
-        Ok(Value::String(name)) => {
-            let name = name.to_string_lossy();
-            match lua.globals().get::<Value>(name.as_str()) {
-                Ok(Value::Function(f)) => Some(f),
-                _ => {
-                    log::error(
-                        lua,
-                        &format!("verawebsockets: no global function '{name}' for event {event}"),
-                    );
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    if let Some(f) = f {
-        if let Err(e) = f.call::<()>(args) {
-            log::error(
-                lua,
-                &format!("verawebsockets: handler for event {event} failed: {e}"),
-            );
-        }
-    }
-}
-
-fn args(items: Vec<Value>) -> MultiValue {
-    MultiValue::from_vec(items)
-}
-
-/// The object failed to open: it leaves the loop and event 1 fires (lws reason, wso, detail).
-fn connection_error(lua: &Lua, ud: &AnyUserData, url: &str, e: &Error) -> mlua::Result<()> {
-    active(lua)?.raw_set(ud.clone(), Value::Nil)?;
-    log::lws(lua, log::ERR, &format!("{url}: {e}"));
-    let reason = Value::String(lua.create_string(lws_reason(e))?);
-    let detail = Value::String(lua.create_string(e.to_string())?);
-    let me = Value::UserData(ud.clone());
-    fire(lua, ud, EV_CONNECTION_ERROR, args(vec![reason, me, detail]));
-    Ok(())
-}
-
-/// Services one object: makes progress without blocking and delivers its events.
-fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
-    let this = ud.borrow::<VeraSocket>()?;
-    let me = Value::UserData(ud.clone());
-    let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
-    match prev {
-        State::Doomed(e) => return connection_error(lua, ud, &this.url, &e),
-        State::Draining(mut s) => {
-            let _ = s.next_event();
-            if s.is_draining() {
-                *this.state.borrow_mut() = State::Draining(s);
-            } else {
-                active(lua)?.raw_set(ud.clone(), Value::Nil)?;
-            }
-            return Ok(());
-        }
-        State::Connecting(mut c) => match c.advance() {
-            Ok(Progress::Pending) => {
-                *this.state.borrow_mut() = State::Connecting(c);
-                return Ok(());
-            }
-            Ok(Progress::Ready(s)) => {
-                *this.state.borrow_mut() = State::Open(s);
-                log::lws(lua, log::NOTICE, &format!("established {}", this.url));
-                fire(lua, ud, EV_ESTABLISHED, args(vec![me.clone()]));
-            }
-            Err(e) => return connection_error(lua, ud, &this.url, &e),
-        },
-        other => *this.state.borrow_mut() = other,
-    }
-
-    // Open or closing: read what is there, deliver messages, notice the end.
-    {
-        let mut st = this.state.borrow_mut();
-        match &mut *st {
-            State::Open(s) | State::Closing(s, _) => {
-                s.begin_receive();
-            }
-            _ => return Ok(()),
-        }
-    }
-    loop {
-        let event = {
-            let mut st = this.state.borrow_mut();
-            match &mut *st {
-                State::Open(s) => s.next_event(),
-                State::Closing(s, deadline) => {
-                    let ev = s.next_event();
-                    if matches!(ev, Event::Idle) && Instant::now() >= *deadline {
-                        s.abandon();
-                        Event::Ended(Error::NotConnected)
-                    } else {
-                        ev
-                    }
-                }
-                // A handler closed it before it was established again, or it is gone.
-                _ => return Ok(()),
-            }
-        };
-        match event {
-            Event::Message { text, data } => {
-                log::lws(
-                    lua,
-                    log::DEBUG,
-                    &format!("{}: received {} bytes", this.url, data.len()),
-                );
-                let s = lua.create_string(&data)?;
-                fire(
-                    lua,
-                    ud,
-                    EV_RECEIVE,
-                    args(vec![
-                        Value::String(s),
-                        me.clone(),
-                        Value::Integer(if text { 1 } else { 2 }),
-                    ]),
-                );
-            }
-            Event::Close(_) | Event::Failed(_) | Event::Ended(_) => {
-                if let Event::Failed(e) = &event {
-                    log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
-                }
-                let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
-                match prev {
-                    // Its last output keeps draining through loop(), without events.
-                    State::Open(s) | State::Closing(s, _) if s.is_draining() => {
-                        *this.state.borrow_mut() = State::Draining(s);
-                    }
-                    _ => active(lua)?.raw_set(ud.clone(), Value::Nil)?,
-                }
-                log::lws(lua, log::NOTICE, &format!("closed {}", this.url));
-                fire(lua, ud, EV_CLOSED, args(vec![me.clone()]));
-                return Ok(());
-            }
-            Event::Ping(_) | Event::Pong(_) => {}
-            Event::Idle | Event::Paused => {
-                if let State::Open(s) | State::Closing(s, _) = &*this.state.borrow() {
-                    s.receive_done();
-                }
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// The objects `loop()` services, in creation order.
-fn active_list(lua: &Lua) -> mlua::Result<Vec<AnyUserData>> {
-    let mut v: Vec<(usize, AnyUserData)> = Vec::new();
-    for pair in active(lua)?.pairs::<AnyUserData, Value>() {
-        let (ud, _) = pair?;
-        let id = ud.borrow::<VeraSocket>()?.id;
-        v.push((id, ud));
-    }
-    v.sort_by_key(|(id, _)| *id);
-    Ok(v.into_iter().map(|(_, ud)| ud).collect())
-}
-
-/// `loop()`: with only standalone objects, services them all until every one is closed,
-/// sleeping in poll(2); otherwise makes one non-blocking pass and returns.
-fn run_loop(lua: &Lua) -> mlua::Result<()> {
-    loop {
-        let objs = active_list(lua)?;
-        if objs.is_empty() {
-            return Ok(());
-        }
-        let standalone = objs.iter().all(|o| {
-            o.borrow::<VeraSocket>()
-                .map(|s| s.standalone)
-                .unwrap_or(false)
-        });
-        for o in &objs {
-            service(lua, o)?;
-        }
-        if !standalone {
-            return Ok(());
-        }
-        let objs = active_list(lua)?;
-        if objs.is_empty() {
-            return Ok(());
-        }
-        let mut fds = Vec::new();
-        let mut wake: Option<Instant> = None;
-        let mut now_ready = false;
-        for o in &objs {
-            if let Some(PollInfo {
-                fd,
-                interest,
-                dirty,
-                due,
-            }) = o.borrow::<VeraSocket>()?.fd_and_interest()
-            {
-                now_ready |= dirty;
-                if let Some(d) = due {
-                    wake = Some(wake.map_or(d, |w| w.min(d)));
-                }
-                if fd >= 0 {
-                    let events = match interest {
-                        Interest::Read => libc::POLLIN,
-                        Interest::Write => libc::POLLOUT,
-                    };
-                    fds.push(libc::pollfd {
-                        fd,
-                        events,
-                        revents: 0,
-                    });
-                }
-            }
-        }
-        let timeout = if now_ready {
-            Some(Duration::ZERO)
-        } else {
-            wake.map(|w| w.saturating_duration_since(Instant::now()))
-        };
-        sys::poll(&mut fds, timeout).map_err(mlua::Error::external)?;
-    }
 }
