@@ -117,7 +117,7 @@ function Conn:isopen() end
 ---@field VERSION string Crate version, e.g. `"0.1.0"`.
 ---@field version string Same as `VERSION`.
 ---@field tls_backend "native-tls"|"rustls" The compiled-in TLS backend.
----@field debug_mode boolean LuWS compatibility; set `true` for more logging.
+---@field debug_mode boolean LuWS compatibility only: luws reads nothing from it (verawebsockets logging: `set_log_level`).
 local luws = {}
 
 ---Opens a WebSocket connection (blocking, bounded by `connect_timeout` and `handshake_timeout`).

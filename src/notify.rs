@@ -251,13 +251,15 @@ impl Request {
     }
 }
 
-/// Reads one HTTP response to its end, or until `deadline`; the body is discarded.
-fn read_reply(s: &mut TcpStream, deadline: Instant) {
+/// Reads one HTTP response to its end, or until `deadline`; the body is discarded. True when
+/// the response ended as its framing says (not by the deadline or a broken stream).
+fn read_reply(s: &mut TcpStream, deadline: Instant) -> bool {
     let mut r = Reply {
         s,
         deadline,
         buf: Vec::new(),
         total: 0,
+        eof: false,
     };
     let (head_len, framing) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -265,20 +267,19 @@ fn read_reply(s: &mut TcpStream, deadline: Instant) {
         match resp.parse(&r.buf) {
             Ok(httparse::Status::Complete(n)) => break (n, Framing::of(&resp)),
             Ok(httparse::Status::Partial) if r.fill() => {}
-            _ => return,
+            _ => return false,
         }
     };
     r.buf.drain(..head_len);
     match framing {
-        Framing::Empty => {}
-        Framing::Length(n) => {
-            let _ = r.skip(n);
-        }
+        Framing::Empty => true,
+        Framing::Length(n) => r.skip(n),
         Framing::Chunked => r.chunks(),
         Framing::ToEof => {
             while r.fill() {
                 r.buf.clear();
             }
+            r.eof
         }
     }
 }
@@ -319,6 +320,8 @@ struct Reply<'a> {
     deadline: Instant,
     buf: Vec<u8>,
     total: usize,
+    /// The server closed its side.
+    eof: bool,
 }
 
 impl Reply<'_> {
@@ -333,7 +336,11 @@ impl Reply<'_> {
         }
         let mut chunk = [0u8; 4096];
         match self.s.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Err(_) => false,
             Ok(n) => {
                 self.total += n;
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -358,7 +365,7 @@ impl Reply<'_> {
     }
 
     /// Consumes a chunked body: chunks up to the zero-size one, then the trailer section.
-    fn chunks(&mut self) {
+    fn chunks(&mut self) -> bool {
         loop {
             match httparse::parse_chunk_size(&self.buf) {
                 Ok(httparse::Status::Complete((used, 0))) => {
@@ -369,11 +376,11 @@ impl Reply<'_> {
                     self.buf.drain(..used);
                     // The chunk and its CRLF.
                     if !self.skip(size.saturating_add(2)) {
-                        return;
+                        return false;
                     }
                 }
                 Ok(httparse::Status::Partial) if self.fill() => {}
-                _ => return,
+                _ => return false,
             }
         }
         // Trailer fields, then an empty line.
@@ -382,10 +389,10 @@ impl Reply<'_> {
                 let empty = i == 0;
                 self.buf.drain(..i + 2);
                 if empty {
-                    return;
+                    return true;
                 }
             } else if !self.fill() {
-                return;
+                return false;
             }
         }
     }
@@ -410,5 +417,73 @@ mod tests {
             "/data_request?id=action&output_format=json&DeviceNum=12&serviceId=urn:toggledbits-com:serviceId:SockProxy1&action=HandleReceive&Pid=7"
         );
         assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+
+    /// A server that writes `pieces` with pauses and then keeps the connection open, as openLuup
+    /// does; returns whether every piece was written and the client then closed (not the server).
+    fn serve(pieces: Vec<&'static [u8]>) -> (SocketAddr, std::thread::JoinHandle<bool>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = c.read(&mut req);
+            for p in pieces {
+                std::thread::sleep(Duration::from_millis(20));
+                if c.write_all(p).is_err() {
+                    return false;
+                }
+            }
+            // The client must close first: wait for its end of stream (bounded).
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            matches!(c.read(&mut req), Ok(0))
+        });
+        (addr, t)
+    }
+
+    fn exchange(pieces: Vec<&'static [u8]>) -> (bool, bool) {
+        let (addr, server) = serve(pieces);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let complete = read_reply(&mut s, Instant::now() + Duration::from_secs(10));
+        drop(s);
+        (complete, server.join().unwrap())
+    }
+
+    #[test]
+    fn a_chunked_reply_in_pieces_is_read_to_its_last_chunk_then_we_close() {
+        // openLuup's shape: HTTP/1.1, chunked, keep-alive, written in several pieces.
+        let (complete, server_ok) = exchange(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n",
+            b"Connection: keep-alive\r\n\r\n",
+            b"5\r\nhel",
+            b"lo\r\n",
+            b"0\r\n\r\n",
+        ]);
+        assert!(complete, "the reply was not read to its end");
+        assert!(
+            server_ok,
+            "the server could not finish its reply, or closed first"
+        );
+    }
+
+    #[test]
+    fn a_content_length_reply_is_read_to_its_length() {
+        let (complete, server_ok) = exchange(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            b"01234",
+            b"56789",
+        ]);
+        assert!(complete && server_ok);
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_consumed() {
+        let (complete, server_ok) = exchange(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3;ext=1\r\nabc\r\n0\r\n",
+            b"X-Trailer: 1\r\n\r\n",
+        ]);
+        assert!(complete && server_ok);
     }
 }

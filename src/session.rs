@@ -18,7 +18,7 @@ use tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::clock::Clock;
 use crate::error::{Error, IoFailure, ReceiveFailure, SendFailure};
-use crate::stream::{Stream, ws_no_block};
+use crate::stream::{NoBlock, Stream};
 use crate::sys::Interest;
 use crate::wire::{Transport, Wire};
 
@@ -129,7 +129,7 @@ impl<W: Wire> Drain<W> {
     fn progress(&mut self, now: Instant) -> bool {
         let timed_out = now >= self.until;
         if !self.flushed {
-            match ws_no_block(self.ws.flush()) {
+            match self.ws.flush().no_block() {
                 Ok(Some(())) => self.flushed = true,
                 Ok(None) => return timed_out,
                 Err(_) => return true,
@@ -145,11 +145,10 @@ impl<W: Wire> Drain<W> {
         }
         let mut sink = [0u8; 4096];
         loop {
-            match stream.wire_mut().read_raw(&mut sink) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return timed_out,
-                Err(_) => return true,
+            match stream.wire_mut().read_raw(&mut sink).no_block() {
+                Ok(Some(0)) | Err(_) => return true,
+                Ok(Some(_)) => {}
+                Ok(None) => return timed_out,
             }
         }
     }
@@ -445,20 +444,20 @@ impl<W: Wire> Session<W> {
             return Event::Ended(self.ending_error());
         };
         let before = ws.get_ref().read_in_call();
-        let result = ws.read();
+        let result = ws.read().no_block();
         if ws.get_ref().read_in_call() != before {
             // Any byte is a sign of life, even the middle of a frame that trickles in.
             self.last_activity = self.clock.now();
             self.ping_sent = None;
         }
         match result {
-            Ok(msg) => {
+            Ok(Some(msg)) => {
                 self.last_frame = self.clock.now();
                 self.last_activity = self.last_frame;
                 self.ping_sent = None;
                 self.on_message(msg)
             }
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(None) => {
                 let paused = ws.get_ref().paused();
                 self.maybe_buffered = paused;
                 if paused {
@@ -720,7 +719,7 @@ impl<W: Wire> Session<W> {
         if roomy {
             ws.set_config(|c| c.max_write_buffer_size = usize::MAX);
         }
-        let r = ws_no_block(ws.write(msg));
+        let r = ws.write(msg).no_block();
         if roomy {
             ws.set_config(|c| c.max_write_buffer_size = cap);
         }
@@ -753,7 +752,7 @@ impl<W: Wire> Session<W> {
         let Some(ws) = self.link.ws() else {
             return Err(self.ending_error());
         };
-        let r = ws_no_block(ws.flush());
+        let r = ws.flush().no_block();
         let written = ws.get_ref().written();
         match r {
             Ok(Some(())) => {
@@ -788,7 +787,7 @@ impl<W: Wire> Session<W> {
             let Some(ws) = self.link.ws() else {
                 return Err(self.ending_error());
             };
-            match ws_no_block(ws.flush()) {
+            match ws.flush().no_block() {
                 Ok(Some(())) => {
                     self.pending_out = false;
                     self.stalled = None;
@@ -916,7 +915,7 @@ const INVALID_CLOSE_REASON: &str = "Protocol violation";
 fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
     loop {
         let left = deadline.saturating_duration_since(clock.now());
-        match ws_no_block(ws.flush()) {
+        match ws.flush().no_block() {
             Ok(Some(())) => {}
             Ok(None) if !left.is_zero() => {
                 ws.get_ref().wire().wait(Interest::Write, left);
@@ -924,13 +923,13 @@ fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
             }
             _ => return,
         }
-        match ws.read() {
-            Ok(Message::Close(_)) => {
+        match ws.read().no_block() {
+            Ok(Some(Message::Close(_))) => {
                 let _ = ws.flush();
                 return;
             }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 if left.is_zero() || !ws.get_ref().wire().wait(Interest::Read, left) {
                     return;
                 }

@@ -509,3 +509,46 @@ fn wsclose_waits_for_the_peer_close_at_most_close_timeout() {
         reason: "".into(),
     };
 }
+
+#[test]
+fn frames_that_break_rfc_6455_fail_with_1002_and_say_which_rule() {
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("reserved bit", frame(0xc1, b"rsv"), "reserved bits set"),
+        ("opcode 3", frame(0x83, b"x"), "unknown opcode"),
+        (
+            "fragmented ping",
+            frame(0x09, b"p"),
+            "fragmented control frame",
+        ),
+        (
+            "126-byte ping",
+            frame(0x89, &[0; 126]),
+            "control frame too big",
+        ),
+        (
+            "continuation first",
+            frame(0x80, b"x"),
+            "continuation frame without a message",
+        ),
+        (
+            "text inside a text",
+            [frame(0x01, b"a"), frame(0x81, b"b")].concat(),
+            "new message inside a fragmented one",
+        ),
+    ];
+    for (name, bytes, words) in cases {
+        let (mut s, wire, _) = open(SessionConfig::default());
+        wire.push(&bytes);
+        assert_eq!(
+            failure(&s.next_event()),
+            Some(&Error::Receive(ReceiveFailure::Protocol(words))),
+            "{name}"
+        );
+        assert_eq!(
+            written(&wire),
+            vec![(0x88, close_body(1002, b""))],
+            "{name}"
+        );
+        assert!(!s.is_connected(), "{name}");
+    }
+}

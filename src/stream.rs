@@ -127,12 +127,13 @@ impl<W: Wire> Write for Stream<W> {
     }
 }
 
-/// Folds `WouldBlock` into `Ok(None)`: the one place where "no data yet" stops being an error.
-pub trait NoBlock<T> {
-    fn no_block(self) -> io::Result<Option<T>>;
+/// Folds `WouldBlock` into `Ok(None)`: the one place where "no data yet" stops being an error,
+/// for socket results and tungstenite's alike.
+pub trait NoBlock<T, E> {
+    fn no_block(self) -> Result<Option<T>, E>;
 }
 
-impl<T> NoBlock<T> for io::Result<T> {
+impl<T> NoBlock<T, io::Error> for io::Result<T> {
     fn no_block(self) -> io::Result<Option<T>> {
         match self {
             Ok(v) => Ok(Some(v)),
@@ -142,11 +143,12 @@ impl<T> NoBlock<T> for io::Result<T> {
     }
 }
 
-/// The same folding for tungstenite results.
-pub fn ws_no_block<T>(r: tungstenite::Result<T>) -> tungstenite::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
+impl<T> NoBlock<T, tungstenite::Error> for tungstenite::Result<T> {
+    fn no_block(self) -> tungstenite::Result<Option<T>> {
+        match self {
+            Err(tungstenite::Error::Io(e)) => Err(e).no_block().map_err(tungstenite::Error::Io),
+            Ok(v) => Ok(Some(v)),
+            Err(e) => Err(e),
+        }
     }
 }
