@@ -77,6 +77,11 @@ describe("error strings", function()
       { "continuation without a message", "\128\0", "receiver error: protocol error: continuation frame without a message" },
       { "new message inside a fragmented one", "\1\1a\129\1b", "receiver error: protocol error: new message inside a fragmented one" },
       { "close frame with a 1-byte body", "\136\1\3", "receiver error: protocol error: invalid close frame" },
+      -- Regression: a code that may not be sent (999, 1005) was reported as a clean "closed".
+      { "close code 999", "\136\2\3\231", "receiver error: protocol error: invalid close code" },
+      { "close code 1005", "\136\2\3\237", "receiver error: protocol error: invalid close code" },
+      { "64-bit length with its top bit set", "\130\127\128\0\0\0\0\0\0\1",
+        "receiver error: protocol error: invalid frame length" },
     }
     for _, c in ipairs(cases) do
       it(c[1], function()

@@ -140,4 +140,35 @@ describe("wssend", function()
     assert.equal(#data, #got[1][2])
     luws.wsclose(conn)
   end)
+  -- LuWS's opt-out for trivial servers that cannot unmask (it breaks RFC 6455 §5.3, so the
+  -- project's strict server notices and fails the connection with 1002, which proves it).
+  it("masks by default and sends unmasked frames with use_masking = false", function()
+    for _, masking in ipairs({ true, false }) do
+      local id = H.id()
+      local handler, got = H.recorder()
+      local opts = { use_masking = masking }
+      local conn = H.open(bad.url("/echo?id=" .. id), handler, opts)
+      assert.equal(masking, opts.use_masking)
+      assert.is_true(luws.wssend(conn, 1, "plain"))
+      local log
+      if masking then
+        assert.is_true(H.pump(conn, function() return #got >= 1 end, 5))
+        assert.same({ 1, "plain" }, got[1])
+        log = bad:log(id, "text")
+      else
+        local ok, err = H.pump(conn, function() return false end, 5)
+        assert.is_nil(ok)
+        assert.equal("closed", err)
+        log = bad:log(id, "unmasked")
+      end
+      local seen = table.concat(log, "|")
+      if masking then
+        assert.matches("text 5 plain", seen)
+        assert.is_nil(seen:find("unmasked", 1, true))
+      else
+        assert.matches("unmasked", seen)
+      end
+      luws.wsclose(conn)
+    end
+  end)
 end)
