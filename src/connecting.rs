@@ -355,7 +355,12 @@ impl Connecting {
                             if let (Some(t), Some(addr)) = (&self.spec.notify, self.notify_addr) {
                                 // As wsopen reports it: the connection could not be set up.
                                 session
-                                    .start_notifier(t.clone(), addr)
+                                    .start_notifier(
+                                        t.clone(),
+                                        addr,
+                                        self.spec.announce,
+                                        self.spec.notify_gate.clone(),
+                                    )
                                     .map_err(|e| self.connect_error(IoFailure::from(&e)))?;
                             }
                             return Ok(Progress::Ready(Box::new(session)));

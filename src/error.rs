@@ -43,6 +43,10 @@ pub enum Error {
     #[error("not connected")]
     NotConnected,
 
+    /// The connection ended and is being reopened (`reconnect`): nothing is queued meanwhile.
+    #[error("reconnecting")]
+    Reconnecting,
+
     /// Send after a Close was sent: RFC 6455 §5.5.1 forbids further data frames.
     #[error("closing")]
     Closing,

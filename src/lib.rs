@@ -13,6 +13,7 @@
 )))]
 compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54 or luajit");
 
+pub mod backoff;
 pub mod clock;
 pub mod connecting;
 pub mod endpoint;
@@ -22,6 +23,7 @@ pub mod lws_reason;
 pub mod notify;
 pub mod open;
 pub mod poll;
+pub mod reconnect;
 pub mod session;
 pub mod spec;
 pub mod stream;

@@ -68,17 +68,53 @@ pub struct Notifier {
 
 /// What the Lua thread and the watcher share.
 struct Shared {
-    stopped: AtomicBool,
+    gate: Arc<Gate>,
     armed: AtomicBool,
-    /// Held while checking `stopped` and writing a request (one non-blocking send), and while
-    /// setting `stopped`.
-    gate: Mutex<()>,
 }
 
-impl Shared {
-    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+/// Whether notifications may still be written, and the lock that makes "stopped" and "request
+/// written" exclusive. A gate may have a parent (a reconnecting conn's): stopping the parent
+/// stops every watcher under it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    stopped: AtomicBool,
+    /// Held while checking `stopped` and writing a request (one non-blocking send), and while
+    /// setting `stopped`.
+    lock: Mutex<()>,
+    parent: Option<Arc<Gate>>,
+}
+
+impl Gate {
+    pub fn under(parent: Option<Arc<Gate>>) -> Gate {
+        Gate {
+            parent,
+            ..Gate::default()
+        }
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, ()> {
         // Nothing panics while holding the gate; a poisoned one still guards nothing else.
-        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Once this returns, no request is written under this gate (or a child's).
+    pub fn stop(&self) {
+        let _g = self.locked();
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.parent.as_ref().is_some_and(|p| p.is_stopped())
+    }
+
+    /// Runs `write` unless this gate or a parent is stopped, holding their locks (child first,
+    /// then parent: one order everywhere) so no stop can slip in between.
+    fn write_unless_stopped(&self, write: impl FnOnce()) {
+        let _mine = self.locked();
+        let _parent = self.parent.as_ref().map(|p| p.locked());
+        if !self.is_stopped() {
+            write();
+        }
     }
 }
 
@@ -92,20 +128,21 @@ const REPLY_LIMIT: usize = 1 << 20;
 impl Notifier {
     /// Starts watching `fd` (owned by the caller, who must `stop` before closing it), sending
     /// to `addr` (the target's host, resolved); `pending` sends a first notification at once
-    /// (data is already buffered).
+    /// (data is already buffered, or a reconnection is news). `parent`: a gate that stops this
+    /// watcher too.
     pub fn spawn(
         fd: RawFd,
         target: NotifyTarget,
         addr: SocketAddr,
         pending: bool,
+        parent: Option<Arc<Gate>>,
     ) -> std::io::Result<Notifier> {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         wake.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
-            stopped: AtomicBool::new(false),
+            gate: Arc::new(Gate::under(parent)),
             armed: AtomicBool::new(!pending),
-            gate: Mutex::new(()),
         });
         let s = shared.clone();
         let request = Request { target, addr };
@@ -113,7 +150,7 @@ impl Notifier {
             .name("luws-notify".into())
             .spawn(move || {
                 if pending {
-                    request.send(&s);
+                    request.send(&s.gate);
                 }
                 watch(fd, wake_rx, &s, &request)
             })?;
@@ -130,10 +167,7 @@ impl Notifier {
     /// Stops the watcher without waiting for it: once this returns, it writes no request. The
     /// thread itself ends on its own, at the latest when a request in progress times out.
     pub fn stop(&mut self) {
-        {
-            let _g = self.shared.gate();
-            self.shared.stopped.store(true, Ordering::Release);
-        }
+        self.shared.gate.stop();
         crate::sys::poke(self.wake.as_raw_fd());
     }
 }
@@ -151,12 +185,12 @@ fn watch(fd: RawFd, wake: UnixStream, shared: &Shared, request: &Request) {
     // end of the stream, e.g. on its read budget or after a short read), until the
     // application has seen the close and stopped us.
     let mut hangup_reported = false;
-    let (stopped, armed) = (&shared.stopped, &shared.armed);
+    let (gate, armed) = (&*shared.gate, &shared.armed);
     loop {
         // Checked before every poll: the descriptor may be closed (and its number reused) only
         // after `stopped` is set and the wake byte written, so a poll that starts before the
         // close returns at once.
-        if stopped.load(Ordering::Acquire) {
+        if gate.is_stopped() {
             return;
         }
         let armed_now = armed.load(Ordering::Acquire);
@@ -188,7 +222,7 @@ fn watch(fd: RawFd, wake: UnixStream, shared: &Shared, request: &Request) {
         if fds[1].revents != 0 {
             while matches!((&wake).read(&mut drain), Ok(n) if n > 0) {}
         }
-        if stopped.load(Ordering::Acquire) {
+        if gate.is_stopped() {
             return;
         }
         let rev = fds[0].revents;
@@ -197,12 +231,12 @@ fn watch(fd: RawFd, wake: UnixStream, shared: &Shared, request: &Request) {
             if !hangup_reported || armed.swap(false, Ordering::AcqRel) {
                 armed.store(false, Ordering::Release);
                 hangup_reported = true;
-                request.send(shared);
+                request.send(gate);
             }
             continue;
         }
         if rev & libc::POLLIN != 0 && armed.swap(false, Ordering::AcqRel) {
-            request.send(shared);
+            request.send(gate);
         }
     }
 }
@@ -218,9 +252,9 @@ impl Request {
     /// chunk), so the host finishes writing before we close: openLuup logs an error for every
     /// reply it cannot write whole, and keeps the connection open ~90 s whatever the request
     /// says, so reading to the server's close would stall every notification.
-    fn send(&self, shared: &Shared) {
+    fn send(&self, gate: &Gate) {
         let deadline = Instant::now() + HTTP_TIMEOUT;
-        if shared.stopped.load(Ordering::Acquire) {
+        if gate.is_stopped() {
             return;
         }
         let Ok(mut s) = TcpStream::connect_timeout(&self.addr, HTTP_TIMEOUT) else {
@@ -234,18 +268,16 @@ impl Request {
             t.host,
             t.port
         );
-        {
-            let _g = shared.gate();
-            if shared.stopped.load(Ordering::Acquire) || s.set_nonblocking(true).is_err() {
-                return;
-            }
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut written = false;
+        gate.write_unless_stopped(|| {
             // A fresh connection takes a few hundred bytes at once; if it does not, the
             // notification is dropped rather than finished after a stop.
-            if !matches!(s.write(req.as_bytes()), Ok(n) if n == req.len()) {
-                return;
-            }
-        }
-        if s.set_nonblocking(false).is_ok() {
+            written = matches!(s.write(req.as_bytes()), Ok(n) if n == req.len());
+        });
+        if written && s.set_nonblocking(false).is_ok() {
             read_reply(&mut s, deadline);
         }
     }

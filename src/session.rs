@@ -240,6 +240,8 @@ pub struct Session<W: Wire = Transport> {
     pending_out: bool,
     /// Since when pending output has made no progress, and the byte count it had then.
     stalled: Option<(Instant, u64)>,
+    /// The application sent a Close (the closing handshake is ours).
+    we_closed: bool,
 }
 
 impl<W: Wire> Session<W> {
@@ -276,6 +278,7 @@ impl<W: Wire> Session<W> {
             maybe_buffered,
             pending_out: false,
             stalled: None,
+            we_closed: false,
         }
     }
 
@@ -299,6 +302,18 @@ impl<W: Wire> Session<W> {
             Link::Open(ws) | Link::Closing(ws) => ws.get_ref().wire().raw_fd(),
             Link::Draining(_) | Link::Closed(_) => -1,
         }
+    }
+
+    /// The connection ended, and not because the application closed it (a peer's Close, a
+    /// reset, a timeout, a protocol error): what `reconnect` reopens after.
+    pub fn ended_unasked(&self) -> bool {
+        let why = match &self.link {
+            Link::Draining(d) => &d.why,
+            Link::Closed(why) => why,
+            _ => return false,
+        };
+        // A Close we sent (wssend of opcode 8, verawebsockets' close) was asked for too.
+        !matches!(why, Ending::Local) && !self.we_closed
     }
 
     /// True while an ended connection still writes its last output (see `drain_interest`).
@@ -378,10 +393,14 @@ impl<W: Wire> Session<W> {
 
     /// Starts the Luup notification watcher on this connection's socket; `addr` is the
     /// target's host, resolved by the opener.
+    /// `announce`: tell Luup at once even without data (a reconnection is news); `parent`: a
+    /// gate that stops this watcher too (the reconnecting conn's).
     pub fn start_notifier(
         &mut self,
         target: crate::notify::NotifyTarget,
         addr: std::net::SocketAddr,
+        announce: bool,
+        parent: Option<std::sync::Arc<crate::notify::Gate>>,
     ) -> io::Result<()> {
         let fd = self.raw_fd();
         if fd < 0 {
@@ -392,7 +411,8 @@ impl<W: Wire> Session<W> {
             fd,
             target,
             addr,
-            self.maybe_buffered,
+            self.maybe_buffered || announce,
+            parent,
         )?);
         Ok(())
     }
@@ -701,6 +721,7 @@ impl<W: Wire> Session<W> {
             return Err(Error::Send(SendFailure::BufferFull));
         }
         if is_close {
+            self.we_closed = true;
             if let Link::Open(ws) = std::mem::replace(&mut self.link, Link::Closed(Ending::Local)) {
                 self.link = Link::Closing(ws);
             }

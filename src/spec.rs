@@ -20,6 +20,12 @@ pub struct OpenSpec {
     pub session: SessionConfig,
     /// Luup notification on data arrival (the `notify` option).
     pub notify: Option<crate::notify::NotifyTarget>,
+    /// Reopen after an end the application did not ask for (the `reconnect` option).
+    pub reconnect: Option<crate::backoff::Policy>,
+    /// Notify Luup as soon as the connection is open (a reopened connection is news).
+    pub announce: bool,
+    /// A gate that also stops this connection's notifier (the reconnecting conn's).
+    pub notify_gate: Option<std::sync::Arc<crate::notify::Gate>>,
 }
 
 impl OpenSpec {
@@ -32,6 +38,9 @@ impl OpenSpec {
             handshake_timeout: Duration::from_secs(5),
             session: SessionConfig::default(),
             notify: None,
+            reconnect: None,
+            announce: false,
+            notify_gate: None,
         }
     }
 }

@@ -11,20 +11,62 @@ use mlua::{
 
 use super::args::expected;
 
+use crate::reconnect::{Revival, Standing};
 use crate::session::Session;
 
 pub struct Conn {
     pub session: RefCell<Session>,
+    /// With `reconnect`: the spec to reopen, the backoff, the outage in progress.
+    pub revival: RefCell<Option<Revival>>,
     /// `host:port`, for `tostring(conn)`.
     pub label: String,
     /// How many `wsreceive` calls on this conn are running (handlers may call it again).
     pub depth: std::cell::Cell<u8>,
 }
 
+impl Conn {
+    /// Where the connection stands across reconnects.
+    pub fn standing(&self) -> Standing {
+        match self.revival.borrow().as_ref().map(|r| r.standing()) {
+            Some(Standing::Reopening) => Standing::Reopening,
+            Some(Standing::Over) => Standing::Over,
+            _ if self.session.borrow().is_connected() => Standing::Live,
+            _ => Standing::Over,
+        }
+    }
+
+    /// The descriptor to watch: the socket, or while reconnecting the reopener's news.
+    pub fn raw_fd(&self) -> i32 {
+        self.revival
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.raw_fd())
+            .unwrap_or_else(|| self.session.borrow().raw_fd())
+    }
+
+    /// What `luws.wait` waits for.
+    pub fn poll_info(&self) -> Option<crate::poll::PollInfo> {
+        match self.revival.borrow().as_ref().and_then(|r| r.poll_info()) {
+            Some(p) => Some(p),
+            None => self.session.borrow().poll_info(),
+        }
+    }
+
+    /// The application closes: stop reconnecting at once, then the closing handshake.
+    pub fn close(&self) {
+        if let Some(r) = self.revival.borrow_mut().as_mut() {
+            r.stop();
+        }
+        self.session.borrow_mut().close(1000);
+    }
+}
+
 /// The Lua values a connection dispatches to.
 pub struct Handlers {
     pub handler: Function,
     pub control: Option<Function>,
+    /// Called after every successful open (`reconnect`).
+    pub on_open: Option<Function>,
     pub args: Vec<Value>,
 }
 
@@ -33,10 +75,12 @@ pub fn store_handlers(
     t: &Table,
     handler: Function,
     control: Option<Function>,
+    on_open: Option<Function>,
     args: Option<Table>,
 ) -> mlua::Result<()> {
     t.raw_set("handler", handler)?;
     t.raw_set("control_handler", control)?;
+    t.raw_set("on_open", on_open)?;
     t.raw_set("handler_args", args)?;
     ud.set_user_value(t.clone())
 }
@@ -56,6 +100,7 @@ pub fn handlers(ud: &AnyUserData) -> mlua::Result<Handlers> {
     Ok(Handlers {
         handler: t.raw_get("handler")?,
         control: t.raw_get("control_handler")?,
+        on_open: t.raw_get("on_open")?,
         args,
     })
 }

@@ -49,6 +49,18 @@ pub fn error(lua: &Lua, msg: &str) {
     emit(lua, &format!("luws: {msg}"), LUUP_ERROR);
 }
 
+/// A notice for the Luup log (`luup.log(msg, 50)`); outside Luup, nothing (a script that wants
+/// to know reads the API's answers).
+pub fn info(lua: &Lua, msg: &str) {
+    let luup_log = lua
+        .globals()
+        .get::<Table>("luup")
+        .and_then(|luup| luup.get::<Function>("log"));
+    if let Ok(log) = luup_log {
+        let _ = log.call::<()>((format!("luws: {msg}"), LUUP_INFO));
+    }
+}
+
 /// A verawebsockets log line, written when `bit` is enabled by `set_log_level`.
 pub fn lws(lua: &Lua, bit: u32, msg: &str) {
     if levels() & bit == 0 {

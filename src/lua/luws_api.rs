@@ -12,6 +12,7 @@ use super::{log, options};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, SendFailure};
 use crate::open::open_blocking;
+use crate::reconnect::{Report, Revival, Standing};
 use crate::session::{Event, Outgoing, close_frame};
 use crate::spec::OpenSpec;
 use crate::sys::close_fd;
@@ -48,7 +49,7 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
         "wsclose",
         lua.create_function(api(|_, c: Value| {
             if let Some(ud) = conn::opt_conn(1, "wsclose", c)? {
-                ud.borrow::<Conn>()?.session.borrow_mut().close(1000);
+                ud.borrow::<Conn>()?.close();
             }
             Ok(())
         }))?,
@@ -92,11 +93,7 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "close",
         lua.create_function(api(|_, c: Value| {
-            this(c, "close")?
-                .borrow::<Conn>()?
-                .session
-                .borrow_mut()
-                .close(1000);
+            this(c, "close")?.borrow::<Conn>()?.close();
             Ok(())
         }))?,
     )?;
@@ -115,17 +112,24 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "getfd",
         lua.create_function(api(|_, c: Value| {
-            Ok(this(c, "getfd")?
-                .borrow::<Conn>()?
-                .session
-                .borrow()
-                .raw_fd())
+            Ok(this(c, "getfd")?.borrow::<Conn>()?.raw_fd())
         }))?,
     )?;
     t.set(
         "dirty",
         lua.create_function(api(|_, c: Value| {
             Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
+        }))?,
+    )?;
+    // open / reconnecting / closed (with `reconnect`, a connection comes back by itself).
+    t.set(
+        "state",
+        lua.create_function(api(|_, c: Value| {
+            Ok(match this(c, "state")?.borrow::<Conn>()?.standing() {
+                Standing::Live => "open",
+                Standing::Reopening => "reconnecting",
+                Standing::Over => "closed",
+            })
         }))?,
     )?;
     t.set(
@@ -171,6 +175,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
             control_handler: None,
             handler_args: None,
             connect: None,
+            on_open: None,
         },
     };
 
@@ -185,12 +190,17 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     if let Some(t) = &opts {
         options::fill_defaults(t, &spec)?;
     }
+    let revival = spec
+        .reconnect
+        .clone()
+        .map(|policy| Revival::new(spec.clone(), policy));
     let session = match open_blocking(spec, tcp) {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
     let ud = lua.create_userdata(Conn {
         session: RefCell::new(session),
+        revival: RefCell::new(revival),
         label,
         depth: std::cell::Cell::new(0),
     })?;
@@ -199,9 +209,79 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         &lua.create_table()?,
         handler,
         parts.control_handler,
+        parts.on_open,
         parts.handler_args,
     )?;
+    // on_open runs after every successful open, the first one included (attempt 0), so a
+    // plugin subscribes in one place.
+    opened(lua, &ud, 0)?;
     ud.into_lua_multi(lua)
+}
+
+/// Calls `on_open(conn, attempt, handler_args...)`, if there is one.
+fn opened(lua: &Lua, ud: &AnyUserData, attempt: u32) -> mlua::Result<()> {
+    let h = conn::handlers(ud)?;
+    if let Some(f) = &h.on_open {
+        let mut mv = MultiValue::with_capacity(2 + h.args.len());
+        mv.push_back(Value::UserData(ud.clone()));
+        mv.push_back(Value::Integer(attempt.into()));
+        mv.extend(h.args.iter().cloned());
+        if let Err(e) = f.call::<()>(mv) {
+            log::error(lua, &format!("on_open handler error: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// The state `wsreceive` answers while a connection is being reopened (not nil: nil tells a
+/// LuWS plugin the connection is gone for good).
+const RECONNECTING: &str = "reconnecting";
+
+/// With `reconnect`: picks up a reopened connection (then the receive goes on), or answers for
+/// an outage still in progress or given up. `None`: receive as usual.
+fn pick_up(lua: &Lua, ud: &AnyUserData) -> mlua::Result<Option<MultiValue>> {
+    let reopened = {
+        let conn = ud.borrow::<Conn>()?;
+        let mut rv = conn.revival.borrow_mut();
+        let Some(rv) = rv.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(e) = rv.gave_up() {
+            return Ok(Some((Value::Nil, e.to_string()).into_lua_multi(lua)?));
+        }
+        if rv.standing() != Standing::Reopening {
+            return Ok(None);
+        }
+        let mut reopened = None;
+        while let Some(report) = rv.poll() {
+            match report {
+                Report::Open {
+                    attempt, session, ..
+                } => {
+                    reopened = Some((attempt, session));
+                    break;
+                }
+                Report::Failed { attempt, error } => {
+                    log::info(lua, &format!("reconnect attempt {attempt}: {error}"));
+                }
+                Report::GaveUp(e) => {
+                    return Ok(Some((Value::Nil, e.to_string()).into_lua_multi(lua)?));
+                }
+            }
+        }
+        reopened
+    };
+    match reopened {
+        None => Ok(Some((false, 0, RECONNECTING).into_lua_multi(lua)?)),
+        Some((attempt, session)) => {
+            let conn = ud.borrow::<Conn>()?;
+            // The ended session goes (its socket is closed already).
+            *conn.session.borrow_mut() = *session;
+            drop(conn);
+            opened(lua, ud, attempt)?;
+            Ok(None)
+        }
+    }
 }
 
 /// Calls the `connect` option as LuWS does, `connect(host, port)`, and takes over the socket it
@@ -385,6 +465,10 @@ pub fn send(
         Opcode::Pong => Outgoing::Pong(bytes),
     };
     let conn = ud.borrow::<Conn>()?;
+    if conn.standing() == Standing::Reopening {
+        // Refused, never queued: the plugin resends what it needs from on_open.
+        return Ok((false, Some(Error::Reconnecting.to_string())));
+    }
     let result = conn.session.borrow_mut().send(out);
     match result {
         Ok(()) => Ok((true, None)),
@@ -408,12 +492,34 @@ pub fn receive(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
         }
         conn.depth.set(d + 1);
     }
-    let r = receive_events(lua, ud);
+    let r = match pick_up(lua, ud) {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => receive_events(lua, ud).and_then(|answer| reopen_after_end(lua, ud, answer)),
+        Err(e) => Err(e),
+    };
     if let Ok(conn) = ud.borrow::<Conn>() {
         conn.depth.set(conn.depth.get().saturating_sub(1));
         conn.session.borrow().receive_done();
     }
     r
+}
+
+/// After a receive: a connection that just ended by itself starts reconnecting, and the call
+/// answers `false, 0, "reconnecting"` in place of `nil, err` (the handler was told already).
+fn reopen_after_end(lua: &Lua, ud: &AnyUserData, answer: MultiValue) -> mlua::Result<MultiValue> {
+    let conn = ud.borrow::<Conn>()?;
+    let mut rv = conn.revival.borrow_mut();
+    let Some(rv) = rv.as_mut() else {
+        return Ok(answer);
+    };
+    if rv.standing() != Standing::Live || !conn.session.borrow().ended_unasked() {
+        return Ok(answer);
+    }
+    rv.connection_ended();
+    match rv.gave_up() {
+        Some(e) => (Value::Nil, e.to_string()).into_lua_multi(lua),
+        None => (false, 0, RECONNECTING).into_lua_multi(lua),
+    }
 }
 
 fn receive_events(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {

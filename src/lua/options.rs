@@ -15,6 +15,8 @@ pub struct LuaParts {
     pub control_handler: Option<Function>,
     pub handler_args: Option<Table>,
     pub connect: Option<Function>,
+    /// Called after every successful open (`reconnect`).
+    pub on_open: Option<Function>,
 }
 
 /// Reads options for one API function, whose name the errors carry.
@@ -140,7 +142,57 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     read_tls(&r, &mut spec.tls)?;
     read_headers(&r, &mut spec.headers)?;
     spec.notify = notify(&r)?;
-    lua_parts(&r)
+    spec.reconnect = reconnect(&r)?;
+    let parts = lua_parts(&r)?;
+    if spec.reconnect.is_some() && parts.connect.is_some() {
+        // The reopening runs off the Lua thread, where a Lua function cannot be called.
+        return Err(r.bad("reconnect", "cannot reopen through a connect function"));
+    }
+    Ok(parts)
+}
+
+/// `reconnect = true | { initial = 1, max = 60, factor = 2, jitter = 0.25, attempts = nil }`.
+fn reconnect(r: &Reader) -> mlua::Result<Option<crate::backoff::Policy>> {
+    let t = match r.t.get::<Value>("reconnect")? {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        Value::Boolean(true) => return Ok(Some(crate::backoff::Policy::default())),
+        Value::Table(t) => t,
+        other => {
+            return Err(r.bad(
+                "reconnect",
+                format!(
+                    "table or boolean expected, got {}",
+                    super::args::type_name(&other)
+                ),
+            ));
+        }
+    };
+    let rt = Reader::new(&t, r.func);
+    let mut p = crate::backoff::Policy::default();
+    if let Some(d) = rt.seconds("initial")? {
+        p.initial = d;
+    }
+    if let Some(d) = rt.seconds("max")? {
+        p.max = d;
+    }
+    match rt.number("factor")? {
+        Some(f) if !(1.0..=100.0).contains(&f) => {
+            return Err(rt.bad("factor", "a number from 1 to 100 expected"));
+        }
+        Some(f) => p.factor = f,
+        None => {}
+    }
+    match rt.number("jitter")? {
+        Some(j) if !(0.0..=1.0).contains(&j) => {
+            return Err(rt.bad("jitter", "a fraction from 0 to 1 expected"));
+        }
+        Some(j) => p.jitter = j,
+        None => {}
+    }
+    p.attempts = rt
+        .size("attempts", 1.0, f64::from(u32::MAX))?
+        .map(|n| n as u32);
+    Ok(Some(p))
 }
 
 /// The options of an open connection: timers, sizes, masking.
@@ -268,6 +320,7 @@ fn lua_parts(r: &Reader) -> mlua::Result<LuaParts> {
         control_handler: r.function("control_handler")?,
         handler_args,
         connect: r.function("connect")?,
+        on_open: r.function("on_open")?,
     })
 }
 

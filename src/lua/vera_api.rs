@@ -14,6 +14,7 @@ use super::{log, options};
 use crate::connecting::Connecting;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::reconnect::Revival;
 use crate::session::Outgoing;
 use crate::spec::OpenSpec;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -108,6 +109,9 @@ fn create(
                 if parts.connect.is_some() {
                     return Err(refuse("connect", "create's object opens its own socket"));
                 }
+                if parts.on_open.is_some() {
+                    return Err(refuse("on_open", "event 3 fires after every (re)open"));
+                }
             }
             if let Some(s) = &ssl {
                 read_ssl_settings(s, &mut spec)?;
@@ -128,6 +132,7 @@ fn create(
         standalone,
         url: url_text,
         state: RefCell::new(State::Created(spec)),
+        revival: RefCell::new(None),
     })?;
     let uv = lua.create_table()?;
     uv.raw_set("handlers", handlers)?;
@@ -177,7 +182,12 @@ fn connect(lua: &Lua, ud: AnyUserData) -> mlua::Result<()> {
     let this = ud.borrow::<VeraSocket>()?;
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
     let next = match prev {
-        State::Created(Ok(spec)) => State::Connecting(Box::new(Connecting::start(*spec, None))),
+        State::Created(Ok(spec)) => {
+            if let Some(policy) = spec.reconnect.clone() {
+                *this.revival.borrow_mut() = Some(Revival::new((*spec).clone(), policy));
+            }
+            State::Connecting(Box::new(Connecting::start(*spec, None)))
+        }
         State::Created(Err(e)) => State::Doomed(e),
         other => {
             log::lws(
@@ -215,6 +225,8 @@ fn send(
     let result = match &mut *this.state.borrow_mut() {
         State::Open(s) => s.send(out),
         State::Closing(..) => Err(Error::Closing),
+        // Refused, never queued: event 3 says when it is back.
+        State::Reconnecting => Err(Error::Reconnecting),
         _ => Err(Error::NotConnected),
     };
     match result {
@@ -232,6 +244,9 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
     let ud = wso(1, "close", v)?;
     let this = ud.borrow::<VeraSocket>()?;
     let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
+    if let Some(r) = this.revival.borrow_mut().as_mut() {
+        r.stop();
+    }
     let next = match prev {
         State::Open(mut s) => {
             s.stop_notifier();
@@ -244,6 +259,11 @@ fn close(lua: &Lua, v: Value) -> mlua::Result<()> {
         }
         State::Closing(s, d) => State::Closing(s, d),
         State::Draining(s) => State::Draining(s),
+        State::Reconnecting => {
+            // Stops at once; event 4 has fired already.
+            active(lua)?.raw_set(ud.clone(), Value::Nil)?;
+            State::Closed
+        }
         _ => {
             active(lua)?.raw_set(ud.clone(), Value::Nil)?;
             State::Closed

@@ -12,6 +12,7 @@ use super::vera_socket::{State, VeraSocket};
 use crate::connecting::Progress;
 use crate::error::Error;
 use crate::lws_reason::lws_reason;
+use crate::reconnect::{Report, Standing};
 use crate::session::Event;
 
 /// Registry key of the table of objects `loop()` must service.
@@ -77,6 +78,11 @@ fn args(items: Vec<Value>) -> MultiValue {
 /// The object failed to open: it leaves the loop and event 1 fires (lws reason, wso, detail).
 fn connection_error(lua: &Lua, ud: &AnyUserData, url: &str, e: &Error) -> mlua::Result<()> {
     active(lua)?.raw_set(ud.clone(), Value::Nil)?;
+    report_failure(lua, ud, url, e)
+}
+
+/// Event 1 for a failed opening (the object may go on reconnecting).
+fn report_failure(lua: &Lua, ud: &AnyUserData, url: &str, e: &Error) -> mlua::Result<()> {
     log::lws(lua, log::ERR, &format!("{url}: {e}"));
     let reason = Value::String(lua.create_string(lws_reason(e))?);
     let detail = Value::String(lua.create_string(e.to_string())?);
@@ -101,6 +107,26 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
             }
             return Ok(());
         }
+        State::Reconnecting => loop {
+            let report = this.revival.borrow_mut().as_mut().and_then(|r| r.poll());
+            match report {
+                None => {
+                    *this.state.borrow_mut() = State::Reconnecting;
+                    return Ok(());
+                }
+                // Event 1 for each failed attempt, as an opening that failed.
+                Some(Report::Failed { error, .. }) => {
+                    report_failure(lua, ud, &this.url, &error)?;
+                }
+                Some(Report::GaveUp(e)) => return connection_error(lua, ud, &this.url, &e),
+                Some(Report::Open { session, .. }) => {
+                    *this.state.borrow_mut() = State::Open(session);
+                    log::lws(lua, log::NOTICE, &format!("re-established {}", this.url));
+                    fire(lua, ud, EV_ESTABLISHED, args(vec![me.clone()]));
+                    break;
+                }
+            }
+        },
         State::Connecting(mut c) => match c.advance() {
             Ok(Progress::Pending) => {
                 *this.state.borrow_mut() = State::Connecting(c);
@@ -168,7 +194,20 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                     log::lws(lua, log::ERR, &format!("{}: {e}", this.url));
                 }
                 let prev = std::mem::replace(&mut *this.state.borrow_mut(), State::Closed);
+                let reopen = matches!(&prev, State::Open(s) | State::Closing(s, _) if s.ended_unasked())
+                    && this
+                        .revival
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|r| r.standing() == Standing::Live);
                 match prev {
+                    // `reconnect`: reopened off the Lua thread; loop() picks it up.
+                    _ if reopen => {
+                        if let Some(r) = this.revival.borrow_mut().as_mut() {
+                            r.connection_ended();
+                        }
+                        *this.state.borrow_mut() = State::Reconnecting;
+                    }
                     // Its last output keeps draining through loop(), without events.
                     State::Open(s) | State::Closing(s, _) if s.is_draining() => {
                         *this.state.borrow_mut() = State::Draining(s);

@@ -26,6 +26,8 @@ pub(super) enum State {
     Closing(Box<Session>, Instant),
     /// Event 4 has fired; the last output (a Close echo) still drains, silently.
     Draining(Box<Session>),
+    /// Event 4 has fired and `reconnect` reopens it off the Lua thread (`revival`).
+    Reconnecting,
     Closed,
 }
 
@@ -35,6 +37,8 @@ pub struct VeraSocket {
     pub(super) standalone: bool,
     pub(super) url: String,
     pub(super) state: RefCell<State>,
+    /// With `reconnect`: the spec to reopen, the backoff, the outage in progress.
+    pub(super) revival: RefCell<Option<crate::reconnect::Revival>>,
 }
 
 impl VeraSocket {
@@ -50,6 +54,7 @@ impl VeraSocket {
                 ..p
             }),
             State::Draining(s) => s.drain_poll_info(),
+            State::Reconnecting => self.revival.borrow().as_ref().and_then(|r| r.poll_info()),
             // Event 1 is due at the next loop().
             State::Doomed(_) => Some(PollInfo {
                 fd: -1,

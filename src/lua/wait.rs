@@ -57,7 +57,7 @@ pub fn wait(lua: &Lua, (list, timeout): (Value, Value)) -> mlua::Result<Table> {
 /// once the application was told it ended.
 fn poll_info(ud: &AnyUserData) -> mlua::Result<Option<PollInfo>> {
     if let Ok(c) = ud.borrow::<Conn>() {
-        return Ok(c.session.borrow().poll_info());
+        return Ok(c.poll_info());
     }
     let vera = ud.borrow::<VeraSocket>()?;
     if matches!(
