@@ -135,57 +135,59 @@ describe("the Luup plugin example", function()
     assert.same({ 5 }, pending("luwsExample1Poll"))
   end)
 
-  it("reconnects after the server closes, backing off 1, 2, 4 ... 300 s, reset by an open", function()
-    -- The server sends one message and hangs up: luws notifies (data, then the hang-up).
+  it("lets luws reconnect after the server hangs up, and subscribes again in on_open", function()
+    -- Regression for the example's rewrite onto `reconnect`: it used to wsclose and reopen by
+    -- hand from a timer. Each connection of /push gets one message, then the server hangs up.
+    local logged = {}
+    luup.log = function(msg) logged[#logged + 1] = tostring(msg) end
     setvar("URL", bad.url("/push?count=1&size=5&then=fin&id=" .. H.id()))
+    setvar("Subscribe", "hello")
     luwsExample1Startup(dev)
     fire("luwsExample1Reconnect")
-    local deadline = socket.gettime() + 5
+    local function saw(pattern)
+      for _, l in ipairs(logged) do if l:find(pattern) then return true end end
+      return false
+    end
+    assert.is_true(saw("connected to luws%-websock"), "on_open ran for the first open")
+    -- Luup runs a job per notification: data, the hang-up, then (about 1 s later) the
+    -- reconnected connection, whose watcher tells Luup at once.
+    local deadline = socket.gettime() + 8
     local n = 0
-    while #pending("luwsExample1Reconnect") == 0 and socket.gettime() < deadline do
+    while not saw("reconnected to .* after 1 attempt") and socket.gettime() < deadline do
       n = luup_handles(n + 1)
     end
+    assert.is_true(saw("connection ended: receiver error: closed"))
+    assert.is_true(saw("reconnected to .* after 1 attempt"), table.concat(logged, "\n"))
+    assert.same({}, pending("luwsExample1Reconnect"), "no reopening by hand")
     assert.equal("abcde", getvar("LastMessage"))
-    assert.same({ 1 }, pending("luwsExample1Reconnect"))
+  end)
 
-    -- Nothing listens any more: each failed open doubles the delay, up to 300 s.
+  it("retries a first open that fails after 1, 2, 4 ... 300 s, and stops once one works", function()
     setvar("URL", "ws://127.0.0.1:" .. unused_port() .. "/")
+    luwsExample1Startup(dev)
     local seen = {}
-    for _ = 1, 10 do
+    for _ = 1, 11 do
       fire("luwsExample1Reconnect")
       seen[#seen + 1] = pending("luwsExample1Reconnect")[1]
     end
-    assert.same({ 2, 4, 8, 16, 32, 64, 128, 256, 300, 300 }, seen)
-
-    -- A successful open resets the backoff: the next hang-up is retried after 1 s again.
-    setvar("URL", bad.url("/push?count=1&size=3&then=fin&id=" .. H.id()))
-    local polls = #pending("luwsExample1Poll")
+    assert.same({ 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300 }, seen)
+    setvar("URL", echo.url("/"))
     fire("luwsExample1Reconnect")
-    local now = pending("luwsExample1Poll")
-    assert.equal(polls + 1, #now, "the open set a poll")
-    assert.equal(60, now[#now], "notify was seen working: a 60 s backup poll")
-    deadline = socket.gettime() + 5
-    while #pending("luwsExample1Reconnect") == 0 and socket.gettime() < deadline do
-      n = luup_handles(n + 1)
-    end
-    assert.equal("abc", getvar("LastMessage"))
-    assert.same({ 1 }, pending("luwsExample1Reconnect"))
+    assert.same({}, pending("luwsExample1Reconnect"))
+    assert.equal(1, #pending("luwsExample1Poll"), "the open set a poll")
   end)
 
   it("ignores timers and notifications left over from an older connection", function()
-    setvar("URL", bad.url("/push?count=1&size=2&then=fin&id=" .. H.id()))
+    setvar("URL", "ws://127.0.0.1:" .. unused_port() .. "/")
     luwsExample1Startup(dev)
-    fire("luwsExample1Reconnect")
-    local deadline = socket.gettime() + 5
-    local n = 0
-    while #pending("luwsExample1Reconnect") == 0 and socket.gettime() < deadline do
-      n = luup_handles(n + 1)
-    end
+    fire("luwsExample1Reconnect") -- generation 1 fails: a retry timer for generation 1
     setvar("URL", echo.url("/"))
-    fire("luwsExample1Reconnect") -- generation 2
+    fire("luwsExample1Reconnect") -- generation 2 opens
     local polls = pending("luwsExample1Poll")
-    fire("luwsExample1Poll") -- generation 1's timer: does nothing, sets no new one
-    assert.equal(#polls - 1, #pending("luwsExample1Poll"))
+    assert.equal(1, #polls)
+    -- A timer and a notification for generation 1 do nothing.
+    luwsExample1Poll("1")
+    assert.equal(1, #pending("luwsExample1Poll"))
     assert.same({ 4, 0 }, { luwsExample1HandleReceive(dev, { Pid = "1" }) })
     assert.same({}, pending("luwsExample1Reconnect"))
   end)

@@ -8,7 +8,10 @@
 --    without SockProxy, and a message waits milliseconds, not a poll interval.
 --  * a timer poll as a safety net: every 60 s once a notification has arrived, every 5 s until
 --    then (if the watcher cannot reach Luup's port, the plugin still works, only slower).
---  * on any failure: wsclose, then reopen after 1, 2, 4 ... 300 s; a successful open resets it.
+--  * reconnect: when the connection ends, luws reopens it by itself off the Luup thread
+--    (backoff 1, 2, 4 ... 300 s), tells Luup through notify when it is back, and calls on_open,
+--    where the plugin subscribes (after the first open too). The plugin itself only retries a
+--    first open that failed (after 1, 2, 4 ... 300 s).
 --
 -- Device variables (service urn:luws-example:serviceId:LuwsExample1): URL (ws:// or wss://),
 -- Subscribe (a text message sent after each open, if set), LastMessage (what came last),
@@ -17,6 +20,7 @@
 local SID = "urn:luws-example:serviceId:LuwsExample1"
 local POLL_BACKUP, POLL_FALLBACK = 60, 5 -- seconds between polls: notify works / not (yet)
 local BACKOFF_MAX = 300
+local RECONNECT = { initial = 1, max = BACKOFF_MAX, factor = 2, jitter = 0.25 }
 
 -- The drop-in pair shipped with the plugin (L_LuwsExample1_LuWS.lua + .so, renamed from the
 -- release's L_Plugin_LuWS.*), else a luws installed on package.cpath.
@@ -30,10 +34,10 @@ if not ok then
 end
 
 local dev               -- our device number
-local conn              -- the open connection, or nil
+local conn              -- the connection (open or reconnecting by itself), or nil
 local gen = 0           -- connection generation: call_delay cannot be cancelled, so every timer
                         -- carries the generation it was set for and a stale one does nothing
-local backoff = 0       -- the last reconnect delay (0: none since the last successful open)
+local backoff = 0       -- the last retry delay of a first open (0: none since one succeeded)
 local notify_seen = false
 
 local function log(msg) luup.log("LuwsExample1: " .. tostring(msg)) end
@@ -59,8 +63,16 @@ local function on_message(_, opcode, data)
     -- inside the job that called wsreceive.
     luup.variable_set(SID, "LastMessage", opcode == 1 and data or ("<" .. #data .. " bytes>"), dev)
   else
-    log("connection ended: " .. tostring(data)) -- wsreceive returns nil next; receive() recovers
+    log("connection ended: " .. tostring(data)) -- luws reconnects by itself (on_open follows)
   end
+end
+
+-- After every successful open, the first one (attempt 0) and each reconnection: subscribe.
+local function on_open(c, attempt)
+  log(attempt == 0 and ("connected to " .. tostring(c))
+      or ("reconnected to " .. tostring(c) .. " after " .. attempt .. " attempt(s)"))
+  local subscribe = getvar("Subscribe", nil)
+  if subscribe then luws.wssend(c, 1, subscribe) end
 end
 
 local function schedule_reconnect()
@@ -78,6 +90,7 @@ local function receive()
   if not conn then return end
   local more, err = luws.wsreceive(conn)
   if more == nil then
+    -- Gone for good (reconnect gave up, which it does not without `attempts`): start over.
     log("receive: " .. tostring(err))
     luws.wsclose(conn) -- always, to release the socket
     conn = nil
@@ -92,7 +105,9 @@ end
 local function open()
   gen = gen + 1
   local c, err = luws.wsopen(getvar("URL", "ws://127.0.0.1:8080/"), on_message, {
-    connect_timeout = 5, -- wsopen blocks the Luup engine while it connects: keep that short
+    connect_timeout = 5, -- the first wsopen blocks the Luup engine while it connects: keep that short
+    reconnect = RECONNECT, -- later opens run off the Luup thread
+    on_open = on_open,
     -- Pid = our generation, so a late notification for an older connection is recognised.
     notify = { device = dev, service = SID, action = "HandleReceive", pid = tostring(gen),
                port = host_port() },
@@ -103,9 +118,6 @@ local function open()
     return
   end
   conn, backoff = c, 0
-  log("connected to " .. tostring(conn))
-  local subscribe = getvar("Subscribe", nil)
-  if subscribe then luws.wssend(conn, 1, subscribe) end
   schedule_poll()
 end
 
