@@ -69,10 +69,20 @@
 ---@field ssl_cafile? string PEM file of extra trusted CA certificates (used with `ssl_verify = "peer"`).
 ---@field ssl_certificate? string PEM client certificate (chain), for servers that ask for one; needs `ssl_key`.
 ---@field ssl_key? string PEM private key of `ssl_certificate`.
----@field use_masking? boolean Accepted for compatibility; clients always mask (RFC 6455 §5.3). Default `true`.
+---@field use_masking? boolean `false` sends unmasked frames, for servers that cannot unmask (breaks RFC 6455 §5.3). Default `true`.
 ---@field control_handler? luws.ControlHandler
 ---@field connect? luws.ConnectFunction Open the TCP connection yourself (e.g. through SockProxy).
 ---@field notify? luws.Notify Built-in Luup notification, instead of SockProxy.
+---@field reconnect? boolean|luws.Reconnect Reopen by itself after an end the application did not ask for.
+---@field on_open? fun(conn: luws.Conn, attempt: integer, ...: any) After every successful open (attempt 0 is the first).
+
+---Backoff of `reconnect` (seconds).
+---@class luws.Reconnect
+---@field initial? number Delay before an outage's first attempt. Default 1.
+---@field max? number Longest delay; a connection that lived longer resets the backoff. Default 60.
+---@field factor? number Growth of each delay. Default 2.
+---@field jitter? number Spread of each delay, 0–1. Default 0.25.
+---@field attempts? integer Failed attempts in a row before giving up; nil: never.
 
 ---A connection returned by `wsopen`. Also usable with LuaSocket's `socket.select`.
 ---`tostring(conn)` is `"luws-websock[host:port]"`.
@@ -109,6 +119,10 @@ function Conn:dirty() end
 ---True while the connection is open (not closed, failed or closing).
 ---@return boolean
 function Conn:isopen() end
+
+---`"open"`, `"reconnecting"` (with `reconnect`) or `"closed"`.
+---@return "open"|"reconnecting"|"closed"
+function Conn:state() end
 
 ---The native module (`require "luws"`, or the `L_<Plugin>_LuWS.lua` shim); it carries both
 ---APIs, LuWS (below) and verawebsockets (further down).
