@@ -32,6 +32,9 @@ pub enum Report {
     GaveUp(Error),
 }
 
+/// Failure reports kept for the application to read.
+const REPORTS_KEPT: usize = 8;
+
 /// One outage's attempts, running on a helper thread.
 pub struct Reopener {
     reports: Receiver<Report>,
@@ -53,7 +56,9 @@ impl Reopener {
         let (cancel, cancel_rx) = UnixStream::pair()?;
         cancel.set_nonblocking(true)?;
         let gate = Arc::new(Gate::default());
-        let (tx, reports) = mpsc::channel();
+        // Bounded: failures that nobody reads are dropped past a few (a plugin that does not
+        // look for hours must not pile them up); the last word (open, gave up) always arrives.
+        let (tx, reports) = mpsc::sync_channel(REPORTS_KEPT);
         let mut spec = spec;
         // The new connection's watcher tells the host at once that it is back, and stops with
         // this reopener if the application closes before taking it.
@@ -65,7 +70,12 @@ impl Reopener {
             .spawn(move || {
                 let tell = |r: Report| {
                     // A closed channel means the application let go: nothing more to do.
-                    let sent = tx.send(r).is_ok();
+                    let sent = match r {
+                        Report::Failed { .. } => {
+                            !matches!(tx.try_send(r), Err(mpsc::TrySendError::Disconnected(_)))
+                        }
+                        last => tx.send(last).is_ok(),
+                    };
                     poke(news_tx.as_raw_fd());
                     sent
                 };
