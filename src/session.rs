@@ -860,6 +860,14 @@ impl<W: Wire> Session<W> {
         r
     }
 
+    /// An ended connection the application has now closed itself: later calls answer `not
+    /// connected`, not the old end's reason.
+    pub fn forget_ending(&mut self) {
+        if !self.is_connected() {
+            self.drop_socket(Ending::Local);
+        }
+    }
+
     /// Closes the socket at once, without a closing handshake (a Close that got no answer).
     pub fn abandon(&mut self) {
         if self.is_connected() || self.is_draining() {

@@ -55,6 +55,10 @@ impl Conn {
     /// The application closes: stop reconnecting at once, then the closing handshake.
     pub fn close(&self) {
         if let Some(r) = self.revival.borrow_mut().as_mut() {
+            if r.standing() != Standing::Live {
+                // Closed while reconnecting (or given up): from now on simply not connected.
+                self.session.borrow_mut().forget_ending();
+            }
             r.stop();
         }
         self.session.borrow_mut().close(1000);
