@@ -241,6 +241,16 @@ fn watch(fd: RawFd, wake: UnixStream, shared: &Shared, request: &Request) {
     }
 }
 
+/// One notification now, from a thread of luws's own (not a watcher): the reopener tells Luup
+/// that reconnecting gave up, so a plugin that only receives from its job learns it.
+pub fn tell(target: &NotifyTarget, addr: SocketAddr, gate: &Gate) {
+    Request {
+        target: target.clone(),
+        addr,
+    }
+    .send(gate);
+}
+
 /// One notification: where to send it and what.
 struct Request {
     target: NotifyTarget,

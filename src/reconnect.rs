@@ -102,6 +102,13 @@ impl Reopener {
                             failures += 1;
                             if policy.attempts.is_some_and(|a| failures >= a) {
                                 tell(Report::GaveUp(error));
+                                // With notify, Luup must hear of it: no watcher runs now.
+                                if let Some(t) = &spec.notify {
+                                    let found = crate::tcp::resolve(&t.host, t.port);
+                                    if let Ok(addr) = crate::tcp::first_address(t, found) {
+                                        crate::notify::tell(t, addr, &stop);
+                                    }
+                                }
                                 return;
                             }
                             if !tell(Report::Failed {
