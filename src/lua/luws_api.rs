@@ -198,6 +198,9 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         Ok(s) => s,
         Err(e) => return failed(e),
     };
+    // A conn is small to Lua's collector but holds a socket and buffers: pace the collector by
+    // opens too, so conns dropped without wsclose do not pile up (their descriptors with them).
+    let _ = lua.gc_step();
     let ud = lua.create_userdata(Conn {
         session: RefCell::new(session),
         revival: RefCell::new(revival),
