@@ -88,7 +88,7 @@ fn build_request_with_nonce(
     r.push_str("\r\n");
     Request {
         bytes: r.into_bytes(),
-        expected_accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        expected_accept: accept_key(key.as_bytes()),
         offered_protocols,
     }
 }
@@ -189,6 +189,17 @@ fn status_line(line: &[u8]) -> String {
         .chars()
         .take(200)
         .collect()
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer for `key` (RFC 6455 §4.2.2): base64 of the
+/// SHA-1 of the key and the protocol's GUID. (Ours, not tungstenite's handshake module: that
+/// one brings a second base64 library, ~30 KB the Vera build cannot spare.)
+pub fn accept_key(key: &[u8]) -> String {
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    h.update(key);
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64(&h.finalize())
 }
 
 /// Standard base64 with padding (RFC 4648 §4); only short values are encoded here.

@@ -227,7 +227,10 @@ fn opened(lua: &Lua, ud: &AnyUserData, attempt: u32) -> mlua::Result<()> {
     if let Some(f) = &h.on_open {
         let mut mv = MultiValue::with_capacity(2 + h.args.len());
         mv.push_back(Value::UserData(ud.clone()));
-        mv.push_back(Value::Integer(attempt.into()));
+        // lua_Integer is 32-bit on 32-bit targets (Vera), 64-bit elsewhere.
+        #[allow(clippy::unnecessary_fallible_conversions)]
+        let attempt = mlua::Integer::try_from(attempt).unwrap_or(mlua::Integer::MAX);
+        mv.push_back(Value::Integer(attempt));
         mv.extend(h.args.iter().cloned());
         if let Err(e) = f.call::<()>(mv) {
             log::error(lua, &format!("on_open handler error: {e}"));

@@ -44,8 +44,10 @@ impl<'a> Reader<'a> {
             Value::Integer(i) => Ok(Some(i as f64)),
             Value::Number(n) if n.is_finite() => Ok(Some(n)),
             Value::Number(_) => Err(self.bad(name, "finite number expected")),
-            Value::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
-                Some(n) if n.is_finite() => Ok(Some(n)),
+            // Lua's own conversion (as tonumber), not Rust's float parser: the Vera build has
+            // no room for a second one.
+            Value::String(_) => match self.t.get::<Option<f64>>(name) {
+                Ok(Some(n)) if n.is_finite() => Ok(Some(n)),
                 _ => Err(self.bad(name, "number expected")),
             },
             other => Err(self.bad(
