@@ -111,3 +111,59 @@ def serve_forever(handler, before_start=None):
         if before_start is not None:
             before_start(sock)
         threading.Thread(target=handler, args=(sock,), daemon=True).start()
+
+
+# ---------------------------------------------------------------- frames (the small peers)
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_key(key):
+    """Sec-WebSocket-Accept for a client's key (RFC 6455 §4.2.2)."""
+    import base64
+    import hashlib
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def frame(opcode, payload):
+    """A final, unmasked frame as a server sends it."""
+    import struct
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def take_frame(buf):
+    """Removes one complete client frame from the front of `buf` (a bytearray) and returns
+    (opcode, unmasked payload), or None while the frame is incomplete."""
+    import struct
+    if len(buf) < 2:
+        return None
+    op, n, pos = buf[0] & 0x0F, buf[1] & 0x7F, 2
+    masked = buf[1] & 0x80
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, pos = struct.unpack("!H", bytes(buf[2:4]))[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, pos = struct.unpack("!Q", bytes(buf[2:10]))[0], 10
+    key = b""
+    if masked:
+        if len(buf) < pos + 4:
+            return None
+        key, pos = bytes(buf[pos:pos + 4]), pos + 4
+    if len(buf) < pos + n:
+        return None
+    payload = bytes(buf[pos:pos + n])
+    if masked:
+        payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+    del buf[:pos + n]
+    return op, payload
+

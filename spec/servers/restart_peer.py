@@ -64,8 +64,6 @@ import peer
 peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import select
@@ -76,7 +74,6 @@ import threading
 import time
 import urllib.parse
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
 HEAD_WAIT = 5.0      # seconds for an upgrade request
 ACK_WAIT = 2.0       # seconds a control command waits for the connections' first step
@@ -103,15 +100,7 @@ def event(what, detail=""):
         LOCK.notify_all()
 
 
-def frame(opcode, payload):
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+frame = peer.frame
 
 
 class Gone(Exception):
@@ -216,30 +205,10 @@ class Client:
     def frames(self):
         """Handles the complete frames in the buffer; raises Gone at the client's Close."""
         while True:
-            b = self.buf
-            if len(b) < 2:
+            f = peer.take_frame(self.buf)
+            if f is None:
                 return
-            op, n, pos = b[0] & 0x0F, b[1] & 0x7F, 2
-            masked = b[1] & 0x80
-            if n == 126:
-                if len(b) < 4:
-                    return
-                n, pos = struct.unpack("!H", bytes(b[2:4]))[0], 4
-            elif n == 127:
-                if len(b) < 10:
-                    return
-                n, pos = struct.unpack("!Q", bytes(b[2:10]))[0], 10
-            key = b""
-            if masked:
-                if len(b) < pos + 4:
-                    return
-                key, pos = bytes(b[pos:pos + 4]), pos + 4
-            if len(b) < pos + n:
-                return
-            payload = bytes(b[pos:pos + n])
-            if masked:
-                payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
-            del self.buf[:pos + n]
+            op, payload = f
             if op == 1:
                 text = payload.decode("utf-8", "replace")
                 with LOCK:
@@ -397,7 +366,7 @@ class Client:
             self.every = max(float(q.get("every", "0.1")), 0.0)
         except ValueError:
             self.every = 0.1
-        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        accept = peer.accept_key(key)
         self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode()
                   + frame(1, ("hello %d" % self.n).encode()))

@@ -29,15 +29,12 @@ import peer
 
 peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
-import base64
-import hashlib
 import select
 import socket
 import struct
 import time
 import urllib.parse
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
 HEAD_WAIT = 5.0
 CLOSE_WAIT = 2.0
@@ -49,15 +46,7 @@ class Gone(Exception):
     """The client closed, reset, or sent its Close (already answered)."""
 
 
-def frame(opcode, payload):
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+frame = peer.frame
 
 
 def message(i, size):
@@ -102,30 +91,10 @@ class Conn:
 
     def frames(self):
         while True:
-            b = self.buf
-            if len(b) < 2:
+            f = peer.take_frame(self.buf)
+            if f is None:
                 return
-            op, n, pos = b[0] & 0x0F, b[1] & 0x7F, 2
-            masked = b[1] & 0x80
-            if n == 126:
-                if len(b) < 4:
-                    return
-                n, pos = struct.unpack("!H", bytes(b[2:4]))[0], 4
-            elif n == 127:
-                if len(b) < 10:
-                    return
-                n, pos = struct.unpack("!Q", bytes(b[2:10]))[0], 10
-            key = b""
-            if masked:
-                if len(b) < pos + 4:
-                    return
-                key, pos = bytes(b[pos:pos + 4]), pos + 4
-            if len(b) < pos + n:
-                return
-            payload = bytes(b[pos:pos + n])
-            if masked:
-                payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
-            del self.buf[:pos + n]
+            op, payload = f
             if op == 8:
                 if not self.close_sent:
                     self.close_sent = True
@@ -185,7 +154,7 @@ def handshake(sock):
     if not key:
         sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         return None
-    accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+    accept = peer.accept_key(key)
     sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
