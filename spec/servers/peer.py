@@ -1,7 +1,8 @@
 """luws test peers: the process plumbing they share (Python 3.11 stdlib only).
 
-Used by bad_server.py, fake_luup.py, sockproxy_relay.py (serve_forever) and
-echo_server.py (on_signals_exit + announce, its listener is asyncio's).  The
+Used by bad_server.py, fake_luup.py, sockproxy_relay.py, stream_peer.py and
+restart_peer.py (serve_forever; the last two also take the frame helpers at the
+end) and echo_server.py (on_signals_exit + announce, its listener is asyncio's).  The
 contract spec/support/servers.lua relies on:
   * listen on 127.0.0.1 port 0 and print exactly "PORT <n> PID <pid>" once;
     after that stdout/stderr go to $LUWS_SERVER_LOG (appended) or /dev/null,
