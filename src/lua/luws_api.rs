@@ -478,7 +478,18 @@ pub fn send(
     let result = conn.session.borrow_mut().send(out);
     match result {
         Ok(()) => Ok((true, None)),
-        Err(e) => Ok((false, Some(e.to_string()))),
+        Err(e) => {
+            // A send that ended the connection (a stalled peer, a reset) starts reconnecting
+            // now: a plugin that waits only on live conns would not call wsreceive on it.
+            if conn.session.borrow().ended_unasked() {
+                if let Some(r) = conn.revival.borrow_mut().as_mut() {
+                    if r.standing() == Standing::Live {
+                        r.connection_ended();
+                    }
+                }
+            }
+            Ok((false, Some(e.to_string())))
+        }
     }
 }
 
