@@ -423,6 +423,31 @@ describe("the reconnect option", function()
     end
   end)
 
+  describe("with the LuWS API, when a send stalls", function()
+    -- Regression: an end found by wssend (the peer stopped reading) left the conn ended but not
+    -- reconnecting until a wsreceive, which a plugin waiting only on live conns never makes.
+    it("a send that times out ends it with 'send error: timeout' and reconnecting starts at once", function()
+      local tag = new_tag()
+      local c = client(tag, { send_timeout = 0.3 })
+      finally(function() close_client(c) end)
+      await_hello(c, 1, 3)
+      ctl("/stall?tag=" .. tag)
+      local big = string.rep("x", 1000000)
+      local ok, err
+      for _ = 1, 64 do
+        ok, err = luws.wssend(c.conn, 2, big)
+        if not ok then break end
+      end
+      assert.is_false(ok)
+      assert.equal("send error: timeout", err)
+      assert.equal("reconnecting", state(c.conn))
+      assert.same({ false, "reconnecting" }, { luws.wssend(c.conn, 1, "x") })
+      local o = await_open(c, 2, 3)
+      assert.equal(1, o.attempt)
+      await_hello(c, 2, 3)
+    end)
+  end)
+
   describe("backoff (initial 0.2, factor 2, max 1, jitter 0)", function()
     it("while the port refuses connections for 3 s, tries at 0.2, 0.6, 1.4, 2.4 and " ..
        "3.4 s after the end and is back with the 5th attempt", function()
