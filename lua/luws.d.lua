@@ -73,6 +73,7 @@
 ---@field control_handler? luws.ControlHandler
 ---@field connect? luws.ConnectFunction Open the TCP connection yourself (e.g. through SockProxy).
 ---@field notify? luws.Notify Built-in Luup notification, instead of SockProxy.
+---@field protocols? string[]|string Subprotocols to offer, in order of preference (`conn:protocol()` is the choice).
 ---@field reconnect? boolean|luws.Reconnect Reopen by itself after an end the application did not ask for.
 ---@field on_open? fun(conn: luws.Conn, attempt: integer, ...: any) After every successful open (attempt 0 is the first).
 
@@ -119,6 +120,16 @@ function Conn:dirty() end
 ---True while the connection is open (not closed, failed or closing).
 ---@return boolean
 function Conn:isopen() end
+
+---The subprotocol the server chose (see the `protocols` option), or nil.
+---@return string?
+function Conn:protocol() end
+
+---The server's 101 answer: status, reason phrase and headers (names lowercase).
+---@return integer status
+---@return string reason
+---@return table<string, string> headers
+function Conn:response() end
 
 ---`"open"`, `"reconnecting"` (with `reconnect`) or `"closed"`.
 ---@return "open"|"reconnecting"|"closed"

@@ -154,4 +154,65 @@ describe("wsopen", function()
     assert.is_false(ok)
     assert.equal("upgrade failed; timeout", err)
   end)
+
+  describe("subprotocols and the server's answer", function()
+    it("offers protocols in order; conn:protocol() is the server's choice, conn:response() its 101", function()
+      local conn = H.open(echo.url("/"), function() end, { protocols = { "xmpp", "superchat", "chat" } })
+      assert.equal("superchat", conn:protocol())
+      local status, reason, headers = conn:response()
+      assert.equal(101, status)
+      assert.equal("Switching Protocols", reason)
+      assert.equal("superchat", headers["sec-websocket-protocol"])
+      assert.equal("websocket", headers.upgrade:lower())
+      luws.wsclose(conn)
+    end)
+
+    it("takes LuWS's comma-separated form; nil when the server chose none", function()
+      local conn = H.open(echo.url("/"), function() end, { protocols = "chat, xmpp" })
+      assert.equal("chat", conn:protocol())
+      luws.wsclose(conn)
+      conn = H.open(echo.url("/"), function() end, { protocols = { "xmpp" } })
+      assert.is_nil(conn:protocol())
+      luws.wsclose(conn)
+      conn = H.open(echo.url("/"), function() end)
+      assert.is_nil(conn:protocol())
+      assert.equal(101, (conn:response()))
+      luws.wsclose(conn)
+    end)
+
+    it("refuses protocol names that are not tokens, and protocols given twice", function()
+      local ok, err = pcall(luws.wsopen, echo.url("/"), function() end, { protocols = { "a b" } })
+      assert.is_false(ok)
+      assert.equal("bad option 'protocols' to 'wsopen' ('a b' is not a protocol name)", err)
+      ok, err = pcall(luws.wsopen, echo.url("/"), function() end,
+        { protocols = { "chat" }, upgrade_headers = { ["Sec-WebSocket-Protocol"] = "chat" } })
+      assert.is_false(ok)
+      assert.equal("bad option 'protocols' to 'wsopen' (given twice: also as Sec-WebSocket-Protocol in upgrade_headers)", err)
+    end)
+
+    it("a refused upgrade keeps LuWS's error and gives the status and headers third", function()
+      local ok, err, answer = luws.wsopen(bad.url("/status?code=403&reason=Forbidden"), function() end)
+      assert.is_false(ok)
+      assert.equal("upgrade failed; HTTP/1.1 403 Forbidden", err)
+      assert.equal(403, answer.status)
+      assert.equal("Forbidden", answer.reason)
+      assert.equal("0", answer.headers["content-length"])
+    end)
+
+    it("verawebsockets: create's options take protocols; wso:protocol() and wso:response() after event 3", function()
+      local got
+      local wso = luws.create(echo.url("/"), {
+        [3] = function(w) got = { w:protocol(), (w:response()) } end,
+      }, nil, false, { protocols = { "chat" } })
+      luws.connect(wso)
+      local deadline = H.socket.gettime() + 5
+      while not got and H.socket.gettime() < deadline do
+        luws.loop()
+        H.socket.sleep(0.01)
+      end
+      assert.same({ "chat", 101 }, got)
+      luws.close(wso)
+      for _ = 1, 50 do luws.loop() H.socket.sleep(0.01) end
+    end)
+  end)
 end)

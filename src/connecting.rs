@@ -346,12 +346,15 @@ impl Connecting {
                     Some(0) => return Err(fail(UpgradeFailure::Closed)),
                     Some(n) => {
                         buf.extend_from_slice(&chunk[..n]);
-                        if let Verdict::Upgraded { header_len } =
-                            handshake::judge(&buf, &req).map_err(fail)?
+                        if let Verdict::Upgraded {
+                            header_len,
+                            response,
+                        } = handshake::judge(&buf, &req).map_err(fail)?
                         {
                             let leftover = buf.split_off(header_len);
                             let mut session =
                                 Session::new(transport, leftover, self.spec.session.clone());
+                            session.set_response(*response);
                             if let (Some(t), Some(addr)) = (&self.spec.notify, self.notify_addr) {
                                 // As wsopen reports it: the connection could not be set up.
                                 session

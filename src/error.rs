@@ -156,9 +156,13 @@ impl From<&std::io::Error> for IoFailure {
 /// Why the HTTP upgrade failed (the text after `upgrade failed; `).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UpgradeFailure {
-    /// The server answered, but not with 101: its status line, verbatim.
+    /// The answer was not HTTP: its first line, verbatim.
     #[error("{0}")]
     Status(String),
+    /// The server answered, but not with 101: its status line, verbatim (the whole answer
+    /// travels along, for the plugin).
+    #[error("{}", .0.status_line)]
+    Refused(Box<crate::response::Response>),
     #[error("timeout")]
     Timeout,
     /// The server closed the connection before a complete response.

@@ -3,6 +3,7 @@
 
 use crate::endpoint::Endpoint;
 use crate::error::UpgradeFailure;
+pub use crate::response::Response;
 
 /// LuWS reads at most this much response header.
 pub const MAX_RESPONSE: usize = 65535;
@@ -99,7 +100,10 @@ pub enum Verdict {
     /// Read more.
     Incomplete,
     /// Upgraded. Bytes after the header already belong to the WebSocket stream.
-    Upgraded { header_len: usize },
+    Upgraded {
+        header_len: usize,
+        response: Box<Response>,
+    },
 }
 
 /// Judges a response: 101, `Upgrade: websocket`, `Connection: upgrade`, the right accept
@@ -130,9 +134,10 @@ pub fn judge(buf: &[u8], req: &Request) -> Result<Verdict, UpgradeFailure> {
             };
         }
     }
+    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(end);
+    let response = response_of(&resp, status_line(&buf[..line_end]));
     if resp.code != Some(101) {
-        let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(end);
-        return Err(UpgradeFailure::Status(status_line(&buf[..line_end])));
+        return Err(UpgradeFailure::Refused(Box::new(response)));
     }
     let get = |name: &str| {
         resp.headers
@@ -176,7 +181,28 @@ pub fn judge(buf: &[u8], req: &Request) -> Result<Verdict, UpgradeFailure> {
             return Err(UpgradeFailure::Subprotocol(p));
         }
     }
-    Ok(Verdict::Upgraded { header_len: end })
+    Ok(Verdict::Upgraded {
+        header_len: end,
+        response: Box::new(response),
+    })
+}
+
+fn response_of(resp: &httparse::Response, status_line: String) -> Response {
+    Response {
+        status_line,
+        status: resp.code.unwrap_or(0),
+        reason: resp.reason.unwrap_or("").to_string(),
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_string(),
+                )
+            })
+            .collect(),
+    }
 }
 
 fn find_header_end(buf: &[u8]) -> Option<usize> {
@@ -314,20 +340,22 @@ mod tests {
             judge(&good[..good.len() - 2], &req),
             Ok(Verdict::Incomplete)
         );
-        assert_eq!(
-            judge(&good, &req),
+        let upgraded = |buf: &[u8]| match judge(buf, &req) {
             Ok(Verdict::Upgraded {
-                header_len: good.len()
-            })
-        );
+                header_len,
+                response,
+            }) => (header_len, *response),
+            other => panic!("not upgraded: {other:?}"),
+        };
+        let (len, answer) = upgraded(&good);
+        assert_eq!(len, good.len());
+        assert_eq!(answer.status, 101);
+        assert_eq!(answer.reason, "Switching Protocols");
+        assert_eq!(answer.header("upgrade"), Some("websocket"));
+        assert_eq!(answer.protocol(), None);
         let mut with_frame = good.clone();
         with_frame.extend_from_slice(&[0x81, 0x00]);
-        assert_eq!(
-            judge(&with_frame, &req),
-            Ok(Verdict::Upgraded {
-                header_len: good.len()
-            })
-        );
+        assert_eq!(upgraded(&with_frame).0, good.len());
 
         assert_eq!(
             judge(&response(""), &req),
@@ -375,13 +403,40 @@ mod tests {
     }
 
     #[test]
+    fn an_offered_subprotocol_is_the_choice_the_response_reports() {
+        let ep = Endpoint::parse("ws://h/").unwrap();
+        let headers = vec![(
+            "Sec-WebSocket-Protocol".to_string(),
+            "chat, superchat".to_string(),
+        )];
+        let req = build_request(&ep, &headers).unwrap();
+        let accept = req.expected_accept.clone();
+        let chosen = response(&format!(
+            "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: superchat\r\n"
+        ));
+        match judge(&chosen, &req) {
+            Ok(Verdict::Upgraded { response, .. }) => {
+                assert_eq!(response.protocol(), Some("superchat"))
+            }
+            other => panic!("not upgraded: {other:?}"),
+        }
+    }
+
+    #[test]
     fn non_101_reports_the_status_line_verbatim() {
         let req = rfc_request();
         let r = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(
-            judge(r, &req),
-            Err(UpgradeFailure::Status("HTTP/1.1 404 Not Found".into()))
-        );
+        match judge(r, &req) {
+            Err(UpgradeFailure::Refused(answer)) => {
+                assert_eq!(
+                    UpgradeFailure::Refused(answer.clone()).to_string(),
+                    "HTTP/1.1 404 Not Found"
+                );
+                assert_eq!((answer.status, answer.reason.as_str()), (404, "Not Found"));
+                assert_eq!(answer.header("content-length"), Some("0"));
+            }
+            other => panic!("not refused: {other:?}"),
+        }
         assert_eq!(
             judge(b"hello\r\n", &req),
             Err(UpgradeFailure::Status("hello".into()))

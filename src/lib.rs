@@ -24,6 +24,7 @@ pub mod notify;
 pub mod open;
 pub mod poll;
 pub mod reconnect;
+pub mod response;
 pub mod session;
 pub mod spec;
 pub mod stream;

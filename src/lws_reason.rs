@@ -26,7 +26,7 @@ pub fn lws_reason(e: &Error) -> &'static str {
         Error::Tls(r) if r == "timeout" => "timeout",
         Error::Tls(_) => "lws_ssl_client_connect2 failed",
         Error::Upgrade(f) => match f {
-            UpgradeFailure::Status(_) | UpgradeFailure::Malformed => {
+            UpgradeFailure::Status(_) | UpgradeFailure::Refused(_) | UpgradeFailure::Malformed => {
                 "HS: ws upgrade response not 101"
             }
             UpgradeFailure::AcceptMissing => "HS: ACCEPT missing",

@@ -242,6 +242,8 @@ pub struct Session<W: Wire = Transport> {
     stalled: Option<(Instant, u64)>,
     /// The application sent a Close (the closing handshake is ours).
     we_closed: bool,
+    /// The server's 101 answer.
+    response: Option<crate::response::Response>,
 }
 
 impl<W: Wire> Session<W> {
@@ -279,7 +281,18 @@ impl<W: Wire> Session<W> {
             pending_out: false,
             stalled: None,
             we_closed: false,
+            response: None,
         }
+    }
+
+    /// Keeps the server's 101 answer (the opener has it).
+    pub fn set_response(&mut self, r: crate::response::Response) {
+        self.response = Some(r);
+    }
+
+    /// The server's 101 answer: status, reason, headers, the chosen subprotocol.
+    pub fn response(&self) -> Option<&crate::response::Response> {
+        self.response.as_ref()
     }
 
     pub fn config(&self) -> &SessionConfig {

@@ -121,6 +121,25 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
             Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
         }))?,
     )?;
+    // The server's 101 answer: the subprotocol it chose, and status, reason, headers.
+    t.set(
+        "protocol",
+        lua.create_function(api(|_, c: Value| {
+            let ud = this(c, "protocol")?;
+            let conn = ud.borrow::<Conn>()?;
+            let s = conn.session.borrow();
+            Ok(s.response().and_then(|r| r.protocol()).map(str::to_string))
+        }))?,
+    )?;
+    t.set(
+        "response",
+        lua.create_function(api(|lua, c: Value| {
+            let ud = this(c, "response")?;
+            let conn = ud.borrow::<Conn>()?;
+            let s = conn.session.borrow();
+            response_values(lua, s.response())
+        }))?,
+    )?;
     // open / reconnecting / closed (with `reconnect`, a connection comes back by itself).
     t.set(
         "state",
@@ -156,7 +175,13 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     };
     let handler = args::function(2, "wsopen", handler)?;
     let opts = args::opt_table(3, "wsopen", opts)?;
-    let failed = |e: Error| (false, e.to_string()).into_lua_multi(lua);
+    // A server that refused the upgrade: its status and headers come third.
+    let failed = |e: Error| match &e {
+        Error::Upgrade(crate::error::UpgradeFailure::Refused(r)) => {
+            (false, e.to_string(), response_table(lua, r)?).into_lua_multi(lua)
+        }
+        _ => (false, e.to_string()).into_lua_multi(lua),
+    };
 
     let Some(url_text) = url_text else {
         return failed(Error::BadUrl {
@@ -237,6 +262,39 @@ fn opened(lua: &Lua, ud: &AnyUserData, attempt: u32) -> mlua::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A server's answer as `status, reason, headers` (header names lowercase; repeated fields
+/// joined with ", "), or nil when there is none.
+pub fn response_values(
+    lua: &Lua,
+    r: Option<&crate::response::Response>,
+) -> mlua::Result<MultiValue> {
+    match r {
+        None => Value::Nil.into_lua_multi(lua),
+        Some(r) => (r.status, r.reason.as_str(), headers_table(lua, r)?).into_lua_multi(lua),
+    }
+}
+
+/// A server's answer as one table: `{ status =, reason =, headers = {…} }`.
+fn response_table(lua: &Lua, r: &crate::response::Response) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("status", r.status)?;
+    t.set("reason", r.reason.as_str())?;
+    t.set("headers", headers_table(lua, r)?)?;
+    Ok(t)
+}
+
+fn headers_table(lua: &Lua, r: &crate::response::Response) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    for (k, v) in &r.headers {
+        let joined = match t.raw_get::<Option<String>>(k.as_str())? {
+            Some(before) => format!("{before}, {v}"),
+            None => v.clone(),
+        };
+        t.raw_set(k.as_str(), joined)?;
+    }
+    Ok(t)
 }
 
 /// The state `wsreceive` answers while a connection is being reopened (not nil: nil tells a

@@ -143,6 +143,7 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     }
     read_tls(&r, &mut spec.tls)?;
     read_headers(&r, &mut spec.headers)?;
+    read_protocols(&r, &mut spec.headers)?;
     spec.notify = notify(&r)?;
     spec.reconnect = reconnect(&r)?;
     let parts = lua_parts(&r)?;
@@ -303,6 +304,35 @@ fn read_headers(r: &Reader, headers: &mut Vec<(String, String)>) -> mlua::Result
         }
     }
 
+    Ok(())
+}
+
+/// `protocols = { "a", "b" }` (or `"a, b"`): the subprotocols offered, in order of preference;
+/// the server's choice is `conn:protocol()`, a choice not offered fails the open.
+fn read_protocols(r: &Reader, headers: &mut Vec<(String, String)>) -> mlua::Result<()> {
+    let offered = r.list("protocols")?;
+    if offered.is_empty() {
+        return Ok(());
+    }
+    // RFC 6455 §4.1: each is an RFC 7230 token.
+    let token = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if let Some(bad) = offered.iter().find(|p| !token(p)) {
+        return Err(r.bad("protocols", format!("'{bad}' is not a protocol name")));
+    }
+    if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-protocol"))
+    {
+        return Err(r.bad(
+            "protocols",
+            "given twice: also as Sec-WebSocket-Protocol in upgrade_headers",
+        ));
+    }
+    headers.push(("Sec-WebSocket-Protocol".into(), offered.join(", ")));
     Ok(())
 }
 

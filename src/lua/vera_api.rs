@@ -44,6 +44,33 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
         }))?,
     )?;
     t.set(
+        "protocol",
+        lua.create_function(api(|_, v: Value| {
+            let ud = wso(1, "protocol", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            let st = this.state.borrow();
+            Ok(match &*st {
+                State::Open(s) | State::Closing(s, _) => {
+                    s.response().and_then(|r| r.protocol()).map(str::to_string)
+                }
+                _ => None,
+            })
+        }))?,
+    )?;
+    t.set(
+        "response",
+        lua.create_function(api(|lua, v: Value| {
+            let ud = wso(1, "response", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            let st = this.state.borrow();
+            let r = match &*st {
+                State::Open(s) | State::Closing(s, _) => s.response(),
+                _ => None,
+            };
+            super::luws_api::response_values(lua, r)
+        }))?,
+    )?;
+    t.set(
         "dirty",
         lua.create_function(api(|_, v: Value| {
             let ud = wso(1, "dirty", v)?;
