@@ -61,6 +61,9 @@ else
   # crt*.o from uClibc (-B); libpthread/librt/libm/libdl as split on the boxes (linkstubs)
   RF+=" -C link-arg=-B$SYSROOT/usr/lib/ -L native=$SYSROOT/linkstubs -L native=$SYSROOT/rustlink"
   RF+=" -C link-arg=-L$SYSROOT/usr/lib -C link-arg=-L$SYSROOT/lib"
+  # MIPS links align segments to 64 KiB pages by default; Vera's kernels use 4 KiB pages, and
+  # the padding (up to 64 KiB of zeros in the file) counts against the flash budget.
+  RF+=" -C link-arg=-Wl,-z,max-page-size=4096 -C link-arg=-Wl,-z,common-page-size=4096"
   RF+=" -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
   RF+=" --cfg getrandom_backend=\"custom\""
   # Size budget (<= 2 MiB): no panic file/line strings, Debug output shallow (type

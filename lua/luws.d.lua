@@ -73,6 +73,7 @@
 ---@field control_handler? luws.ControlHandler
 ---@field connect? luws.ConnectFunction Open the TCP connection yourself (e.g. through SockProxy).
 ---@field notify? luws.Notify Built-in Luup notification, instead of SockProxy.
+---@field follow_redirects? integer Redirects to follow (0 to 20; default 0, as LuWS).
 ---@field protocols? string[]|string Subprotocols to offer, in order of preference (`conn:protocol()` is the choice).
 ---@field reconnect? boolean|luws.Reconnect Reopen by itself after an end the application did not ask for.
 ---@field on_open? fun(conn: luws.Conn, attempt: integer, ...: any) After every successful open (attempt 0 is the first).
@@ -124,6 +125,10 @@ function Conn:isopen() end
 ---The subprotocol the server chose (see the `protocols` option), or nil.
 ---@return string?
 function Conn:protocol() end
+
+---The URL it opened, after any redirect (`follow_redirects`).
+---@return string
+function Conn:url() end
 
 ---The server's 101 answer: status, reason phrase and headers (names lowercase).
 ---@return integer status

@@ -215,4 +215,68 @@ describe("wsopen", function()
       for _ = 1, 50 do luws.loop() H.socket.sleep(0.01) end
     end)
   end)
+
+  describe("follow_redirects", function()
+    local function enc(v)
+      return (v:gsub("[^%w%-%._~/]", function(ch) return ("%%%02X"):format(ch:byte()) end))
+    end
+    local function redirect(code, location) return "/status?code=" .. code .. "&location=" .. enc(location) end
+    -- The first message of bad's /headers is the request it received.
+    local function first_message(url, opts)
+      local handler, got = H.recorder()
+      local conn = H.open(url, handler, opts)
+      assert.is_true(H.pump(conn, function() return #got >= 1 end, 5))
+      local url_now = conn:url()
+      luws.wsclose(conn)
+      return got[1][2], url_now
+    end
+
+    it("is off by default, as in LuWS: the redirect's status and Location come back", function()
+      local ok, err, answer = luws.wsopen(bad.url(redirect(302, echo.url("/"))), function() end)
+      assert.is_false(ok)
+      assert.equal("upgrade failed; HTTP/1.1 302 Not Found", err)
+      assert.equal(302, answer.status)
+      assert.equal(echo.url("/"), answer.headers.location)
+    end)
+
+    it("follows 301, 302, 303, 307 and 308 to ws://, http:// and relative URLs; conn:url() is where it ended", function()
+      for _, code in ipairs({ 301, 302, 303, 307, 308 }) do
+        local conn = H.open(bad.url(redirect(code, echo.url("/"))), function() end, { follow_redirects = 1 })
+        assert.equal(echo.url("/"), conn:url())
+        luws.wsclose(conn)
+      end
+      local http = echo.url("/"):gsub("^ws://", "http://")
+      local conn = H.open(bad.url(redirect(302, http)), function() end, { follow_redirects = 1 })
+      assert.equal(echo.url("/"), conn:url())
+      luws.wsclose(conn)
+      local request = first_message(bad.url(redirect(307, "/headers?via=relative")), { follow_redirects = 1 })
+      assert.matches("^GET /headers%?via=relative HTTP/1.1", request)
+    end)
+
+    it("keeps credentials on the same host and drops them when the host changes", function()
+      local same = bad.url(redirect(302, "/headers")):gsub("^ws://", "ws://user:pw@")
+      local request = first_message(same, { follow_redirects = 1 })
+      assert.matches("Authorization: Basic dXNlcjpwdw==", request)
+      local other = bad.url(redirect(302, bad.url("/headers"):gsub("127%.0%.0%.1", "localhost")))
+      request = first_message(other:gsub("^ws://", "ws://user:pw@"), { follow_redirects = 1 })
+      assert.matches("^GET /headers HTTP/1.1", request)
+      assert.is_nil(request:find("Authorization", 1, true))
+    end)
+
+    it("stops at follow_redirects hops, at a loop, and at a Location that is no WebSocket URL", function()
+      local two = bad.url(redirect(302, redirect(302, echo.url("/"))))
+      local ok, err = luws.wsopen(two, function() end, { follow_redirects = 1 })
+      assert.is_false(ok)
+      assert.equal("upgrade failed; too many redirects", err)
+      local conn = H.open(two, function() end, { follow_redirects = 2 })
+      assert.equal(echo.url("/"), conn:url())
+      luws.wsclose(conn)
+      ok, err = luws.wsopen(bad.url(redirect(302, "@self")), function() end, { follow_redirects = 5 })
+      assert.is_false(ok)
+      assert.equal("upgrade failed; redirect loop", err)
+      ok, err = luws.wsopen(bad.url(redirect(302, "ftp://example/x")), function() end, { follow_redirects = 5 })
+      assert.is_false(ok)
+      assert.equal("upgrade failed; bad redirect location ftp://example/x", err)
+    end)
+  end)
 end)

@@ -65,6 +65,11 @@ pub struct Connecting {
     socket: Option<TcpStream>,
     connect_deadline: Instant,
     handshake_deadline: Option<Instant>,
+    /// Redirects still allowed, and the URLs visited (a loop is an error).
+    redirects_left: u32,
+    visited: Vec<String>,
+    /// The caller brought the socket: it leads to one place, so redirects are not followed.
+    socket_given: bool,
 }
 
 /// What `advance` achieved.
@@ -77,18 +82,33 @@ impl Connecting {
     /// Starts opening; returns at once. `socket`: a TCP connection the caller made (the
     /// `connect` option), which enters at the TLS or upgrade stage.
     pub fn start(spec: OpenSpec, socket: Option<TcpStream>) -> Connecting {
-        let connect_deadline = Instant::now() + spec.connect_timeout;
+        let stage = Connecting::resolving(&spec, socket.is_none());
+        Connecting {
+            connect_deadline: Instant::now() + spec.connect_timeout,
+            redirects_left: spec.follow_redirects,
+            visited: vec![spec.endpoint.url()],
+            socket_given: socket.is_some(),
+            spec,
+            stage,
+            notify_addr: None,
+            socket,
+            handshake_deadline: None,
+        }
+    }
+
+    /// The first stage: the names to look up (the peer's, unless the caller brought a socket;
+    /// the `notify` target's).
+    fn resolving(spec: &OpenSpec, peer_too: bool) -> Stage {
         let (tx, answer) = mpsc::channel();
-        let peer = socket
-            .is_none()
-            .then(|| (spec.endpoint.host.clone(), spec.endpoint.port));
+
+        let peer = peer_too.then(|| (spec.endpoint.host.clone(), spec.endpoint.port));
         let notify = spec.notify.as_ref().map(|t| (t.host.clone(), t.port));
         let literal = |h: &Option<(String, u16)>| {
             h.as_ref()
                 .is_none_or(|(h, _)| h.parse::<std::net::IpAddr>().is_ok())
         };
         let inline = literal(&peer) && literal(&notify);
-        let stage = match UnixStream::pair() {
+        match UnixStream::pair() {
             Ok((wake, signal)) => {
                 let _ = wake.set_nonblocking(true);
                 // The thread never touches Lua; if the opening is abandoned it just finds the
@@ -114,15 +134,50 @@ impl Connecting {
                 }
             }
             Err(_) => Stage::Over,
-        };
-        Connecting {
-            spec,
-            stage,
-            notify_addr: None,
-            socket,
-            connect_deadline,
-            handshake_deadline: None,
         }
+    }
+
+    /// Follows a redirect: the same pipeline from the start, towards `Location`, with fresh
+    /// deadlines. Credentials stay with their host (RFC 9110 §15.4: a client must not leak
+    /// them elsewhere).
+    fn follow(&mut self, refusal: &crate::response::Response) -> Result<Progress, Error> {
+        let fail = |f: UpgradeFailure| Err(Error::Upgrade(f));
+        let location = refusal.header("location").unwrap_or("").to_string();
+        if self.redirects_left == 0 {
+            return fail(UpgradeFailure::TooManyRedirects);
+        }
+        let Some(next) = self.spec.endpoint.redirected(&location) else {
+            return fail(UpgradeFailure::BadRedirect(
+                location.chars().take(200).collect(),
+            ));
+        };
+        let url = next.url();
+        if self.visited.contains(&url) {
+            return fail(UpgradeFailure::RedirectLoop);
+        }
+        self.visited.push(url);
+        self.redirects_left -= 1;
+        let same_host = next.host.eq_ignore_ascii_case(&self.spec.endpoint.host);
+        let mut next = next;
+        if same_host {
+            next.userinfo = next.userinfo.or(self.spec.endpoint.userinfo.take());
+        } else {
+            self.spec
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+        }
+        self.spec.endpoint = next;
+        self.connect_deadline = Instant::now() + self.spec.connect_timeout;
+        self.handshake_deadline = None;
+        self.stage = Connecting::resolving(&self.spec, true);
+        Ok(Progress::Pending)
+    }
+
+    /// Whether a refused upgrade is a redirect to follow (`follow_redirects`).
+    fn is_redirect(&self, r: &crate::response::Response) -> bool {
+        self.spec.follow_redirects > 0
+            && !self.socket_given
+            && matches!(r.status, 301 | 302 | 303 | 307 | 308)
     }
 
     /// The descriptor and readiness to wait for, if any.
@@ -346,15 +401,22 @@ impl Connecting {
                     Some(0) => return Err(fail(UpgradeFailure::Closed)),
                     Some(n) => {
                         buf.extend_from_slice(&chunk[..n]);
+                        let verdict = match handshake::judge(&buf, &req) {
+                            Err(UpgradeFailure::Refused(r)) if self.is_redirect(&r) => {
+                                return self.follow(&r);
+                            }
+                            other => other.map_err(fail)?,
+                        };
                         if let Verdict::Upgraded {
                             header_len,
                             response,
-                        } = handshake::judge(&buf, &req).map_err(fail)?
+                        } = verdict
                         {
                             let leftover = buf.split_off(header_len);
                             let mut session =
                                 Session::new(transport, leftover, self.spec.session.clone());
                             session.set_response(*response);
+                            session.set_url(self.spec.endpoint.url());
                             if let (Some(t), Some(addr)) = (&self.spec.notify, self.notify_addr) {
                                 // As wsopen reports it: the connection could not be set up.
                                 session

@@ -102,6 +102,28 @@ impl Endpoint {
         })
     }
 
+    /// The URL, without credentials (`conn:url()`).
+    pub fn url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.host_header, self.resource)
+    }
+
+    /// Where a redirect's `Location` points, relative to this URL; `http`/`https` become
+    /// `ws`/`wss` (a server may name its page). `None` when it is no usable WebSocket URL.
+    pub fn redirected(&self, location: &str) -> Option<Endpoint> {
+        let base = url::Url::parse(&self.url()).ok()?;
+        let mut target = base.join(location.trim()).ok()?;
+        let scheme = match target.scheme() {
+            "http" | "ws" => "ws",
+            "https" | "wss" => "wss",
+            _ => return None,
+        };
+        // Special schemes switch among themselves; the URL stays the same otherwise.
+        target.set_scheme(scheme).ok()?;
+        target.set_fragment(None);
+        Endpoint::parse(target.as_str()).ok()
+    }
+
     /// `host:port` as LuWS prints it in `tostring(conn)` and connect errors.
     pub fn host_port(&self) -> String {
         if self.host.contains(':') {
@@ -212,5 +234,22 @@ mod tests {
                 "Invalid protocol/address for WebSocket open in ftp://x: scheme must be ws:// or wss://"
             )
         );
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_url_and_map_http_to_ws() {
+        let ep = Endpoint::parse("ws://user:pw@hub:8080/a/b?x=1").unwrap();
+        let to = |loc: &str| ep.redirected(loc).map(|e| e.url());
+        assert_eq!(to("/c?y=2").as_deref(), Some("ws://hub:8080/c?y=2"));
+        assert_eq!(to("d").as_deref(), Some("ws://hub:8080/a/d"));
+        assert_eq!(to("http://other/x").as_deref(), Some("ws://other/x"));
+        assert_eq!(
+            to("https://other:8443/").as_deref(),
+            Some("wss://other:8443/")
+        );
+        assert_eq!(to("wss://other/#frag").as_deref(), Some("wss://other/"));
+        assert_eq!(to("ftp://other/x"), None);
+        // The URL keeps no credentials; the opener decides whether they follow.
+        assert_eq!(ep.url(), "ws://hub:8080/a/b?x=1");
     }
 }

@@ -170,6 +170,15 @@ pub enum UpgradeFailure {
     Closed,
     #[error("response headers too large")]
     TooLarge,
+    /// More redirects than `follow_redirects` allows.
+    #[error("too many redirects")]
+    TooManyRedirects,
+    /// A redirect back to a URL already visited.
+    #[error("redirect loop")]
+    RedirectLoop,
+    /// A redirect whose `Location` is no `ws`/`wss`/`http`/`https` URL.
+    #[error("bad redirect location {0}")]
+    BadRedirect(String),
     #[error("malformed response")]
     Malformed,
     #[error("Upgrade header missing")]

@@ -26,9 +26,12 @@ pub fn lws_reason(e: &Error) -> &'static str {
         Error::Tls(r) if r == "timeout" => "timeout",
         Error::Tls(_) => "lws_ssl_client_connect2 failed",
         Error::Upgrade(f) => match f {
-            UpgradeFailure::Status(_) | UpgradeFailure::Refused(_) | UpgradeFailure::Malformed => {
-                "HS: ws upgrade response not 101"
-            }
+            UpgradeFailure::Status(_)
+            | UpgradeFailure::Refused(_)
+            | UpgradeFailure::Malformed
+            | UpgradeFailure::TooManyRedirects
+            | UpgradeFailure::RedirectLoop
+            | UpgradeFailure::BadRedirect(_) => "HS: ws upgrade response not 101",
             UpgradeFailure::AcceptMissing => "HS: ACCEPT missing",
             UpgradeFailure::AcceptMismatch => "HS: Accept hash wrong",
             UpgradeFailure::UpgradeMissing => "HS: UPGRADE missing",

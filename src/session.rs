@@ -244,6 +244,8 @@ pub struct Session<W: Wire = Transport> {
     we_closed: bool,
     /// The server's 101 answer.
     response: Option<crate::response::Response>,
+    /// The URL it opened, after any redirect.
+    url: String,
 }
 
 impl<W: Wire> Session<W> {
@@ -282,7 +284,17 @@ impl<W: Wire> Session<W> {
             stalled: None,
             we_closed: false,
             response: None,
+            url: String::new(),
         }
+    }
+
+    pub fn set_url(&mut self, url: String) {
+        self.url = url;
+    }
+
+    /// The URL it opened, after any redirect (`conn:url()`).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Keeps the server's 101 answer (the opener has it).

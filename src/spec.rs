@@ -20,6 +20,8 @@ pub struct OpenSpec {
     pub session: SessionConfig,
     /// Luup notification on data arrival (the `notify` option).
     pub notify: Option<crate::notify::NotifyTarget>,
+    /// Redirects (301, 302, 303, 307, 308) to follow at most (`follow_redirects`; LuWS: none).
+    pub follow_redirects: u32,
     /// Reopen after an end the application did not ask for (the `reconnect` option).
     pub reconnect: Option<crate::backoff::Policy>,
     /// Notify Luup as soon as the connection is open (a reopened connection is news).
@@ -38,6 +40,7 @@ impl OpenSpec {
             handshake_timeout: Duration::from_secs(5),
             session: SessionConfig::default(),
             notify: None,
+            follow_redirects: 0,
             reconnect: None,
             announce: false,
             notify_gate: None,

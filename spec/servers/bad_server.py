@@ -725,7 +725,11 @@ def b_status(c, hdrs, head):
     reason = c.query.get("reason", "Not Found")
     extra = []
     if "location" in c.query:
-        extra.append(("Location", c.query["location"]))
+        # "@self": back to this very request target (a redirect loop).
+        loc = c.query["location"]
+        if loc == "@self":
+            loc = head.split(b" ", 2)[1].decode("latin-1")
+        extra.append(("Location", loc))
     lines = ["HTTP/1.1 %d %s" % (code, reason)] + ["%s: %s" % h for h in extra]
     lines.append("Content-Length: 0")
     c.send(("\r\n".join(lines) + "\r\n\r\n").encode())

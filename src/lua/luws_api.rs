@@ -121,6 +121,16 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
             Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
         }))?,
     )?;
+    // The URL it opened, after any redirect (`follow_redirects`).
+    t.set(
+        "url",
+        lua.create_function(api(|_, c: Value| {
+            let ud = this(c, "url")?;
+            let conn = ud.borrow::<Conn>()?;
+            let s = conn.session.borrow();
+            Ok(s.url().to_string())
+        }))?,
+    )?;
     // The server's 101 answer: the subprotocol it chose, and status, reason, headers.
     t.set(
         "protocol",

@@ -141,6 +141,9 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     if let Some(d) = r.seconds("handshake_timeout")? {
         spec.handshake_timeout = d;
     }
+    if let Some(n) = r.size("follow_redirects", 0.0, 20.0)? {
+        spec.follow_redirects = n as u32;
+    }
     read_tls(&r, &mut spec.tls)?;
     read_headers(&r, &mut spec.headers)?;
     read_protocols(&r, &mut spec.headers)?;
