@@ -233,9 +233,10 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         Ok(s) => s,
         Err(e) => return failed(e),
     };
-    // A conn is small to Lua's collector but holds a socket and buffers: pace the collector by
-    // opens too, so conns dropped without wsclose do not pile up (their descriptors with them).
-    let _ = lua.gc_step();
+    // A conn is small to Lua's collector but holds a socket and buffers: tell the collector
+    // what it costs, so conns dropped without wsclose do not pile up (their descriptors with
+    // them).
+    collector_pressure(lua, CONN_KBYTES);
     let ud = lua.create_userdata(Conn {
         session: RefCell::new(session),
         revival: RefCell::new(revival),
@@ -254,6 +255,22 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     // plugin subscribes in one place.
     opened(lua, &ud, 0)?;
     ud.into_lua_multi(lua)
+}
+
+/// What an open conn holds outside Lua's heap, roughly (socket buffers aside): read and write
+/// buffers, the session, TLS state.
+const CONN_KBYTES: i32 = 16;
+
+/// Tells Lua's collector that `kbytes` were allocated where it cannot see them (LUA_GCSTEP
+/// with a size: "as if data KB were allocated", the same in Lua 5.1 to 5.4 and LuaJIT).
+fn collector_pressure(lua: &Lua, kbytes: i32) {
+    // SAFETY: one lua_gc call on the state mlua hands us, inside its protected call; it pushes
+    // and pops nothing. Finalizers it runs are luws's own (Drop of sessions, never raising).
+    let _ = unsafe {
+        lua.exec_raw::<()>((), |state| {
+            mlua::ffi::lua_gc(state, mlua::ffi::LUA_GCSTEP, kbytes);
+        })
+    };
 }
 
 /// Calls `on_open(conn, attempt, handler_args...)`, if there is one.
