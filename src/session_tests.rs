@@ -308,11 +308,11 @@ fn after_our_close_data_sends_answer_closing_and_the_peer_answer_ends_it() {
     assert!(wire.take_output().is_empty());
 }
 
-#[test]
-fn a_peer_close_while_our_send_side_is_full_drains_over_later_calls() {
+/// A session whose socket takes nothing, with a message queued, receiving the peer's Close.
+fn closed_while_send_side_full(close_timeout: Duration) -> (Session<MemWire>, MemWire, Clock) {
     let config = SessionConfig {
         sends_wait: false,
-        close_timeout: Duration::from_secs(10),
+        close_timeout,
         ..SessionConfig::default()
     };
     let (mut s, wire, clock) = open(config);
@@ -320,6 +320,12 @@ fn a_peer_close_while_our_send_side_is_full_drains_over_later_calls() {
     s.send(Outgoing::Binary(Bytes::from(vec![1; 1000])))
         .unwrap();
     wire.push(&frame(0x88, &close_body(1000, b"")));
+    (s, wire, clock)
+}
+
+#[test]
+fn a_peer_close_while_our_send_side_is_full_drains_over_later_calls() {
+    let (mut s, wire, clock) = closed_while_send_side_full(Duration::from_secs(10));
     // Reported at once, without waiting for the echo to go out.
     assert!(matches!(s.next_event(), Event::Close(Some(_))));
     assert!(s.is_draining() && !s.is_connected());
@@ -335,16 +341,7 @@ fn a_peer_close_while_our_send_side_is_full_drains_over_later_calls() {
 
 #[test]
 fn a_drain_that_cannot_finish_gives_up_after_close_timeout() {
-    let config = SessionConfig {
-        sends_wait: false,
-        close_timeout: Duration::from_secs(2),
-        ..SessionConfig::default()
-    };
-    let (mut s, wire, clock) = open(config);
-    wire.set_room(Some(0));
-    s.send(Outgoing::Binary(Bytes::from(vec![1; 1000])))
-        .unwrap();
-    wire.push(&frame(0x88, &close_body(1000, b"")));
+    let (mut s, _wire, clock) = closed_while_send_side_full(Duration::from_secs(2));
     assert!(matches!(s.next_event(), Event::Close(_)));
     clock.advance(Duration::from_millis(1999));
     let _ = s.next_event();
