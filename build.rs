@@ -4,7 +4,7 @@
 fn main() {
     let on = |f: &str| std::env::var_os(format!("CARGO_FEATURE_{}", f.to_uppercase())).is_some();
 
-    let versions: Vec<&str> = ["lua51", "lua52", "lua53", "lua54", "luajit"]
+    let versions: Vec<&str> = ["lua51", "lua52", "lua53", "lua54", "lua55", "luajit"]
         .into_iter()
         .filter(|v| on(v))
         .collect();
@@ -12,7 +12,7 @@ fn main() {
         1 => {}
         0 => fail(
             "no Lua version selected: build with one of the features lua51, lua52, lua53, lua54, \
-             luajit (for example `cargo build --release --no-default-features --features \
+             lua55, luajit (for example `cargo build --release --no-default-features --features \
              lua54,module,tls-native`)",
         ),
         _ => fail(&format!(

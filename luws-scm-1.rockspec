@@ -4,7 +4,7 @@
 --   luarocks --lua-version 5.4 make --tree /tmp/luws-tree luws-scm-1.rockspec
 --
 -- The Cargo features are the ones LuaRocks' rust-mlua builder passes (lua51 lua52 lua53 lua54
--- luajit), taken from the interpreter LuaRocks runs with ($(LUA)). The build uses the plain
+-- lua55 luajit), taken from the interpreter LuaRocks runs with ($(LUA)). The build uses the plain
 -- `command` backend, not `rust-mlua`, so that no build-time rock has to be fetched from the
 -- LuaRocks server. Needs cargo (Rust >= 1.85) and, for the default TLS backend, OpenSSL's
 -- headers (Debian: libssl-dev).
@@ -26,7 +26,7 @@ source = {
 description = {
   summary = "A native, non-blocking WebSocket client for Lua (LuWS and verawebsockets APIs)",
   detailed = [[
-luws is a WebSocket client written in Rust (mlua + tungstenite) for Lua 5.1-5.4 and LuaJIT.
+luws is a WebSocket client written in Rust (mlua + tungstenite) for Lua 5.1-5.5 and LuaJIT.
 It is a drop-in for LuWS (wsopen/wssend/wsreceive/wsclose) and for Vera's verawebsockets
 (create/connect/loop), with ws:// and wss://, 64-bit frame lengths, bounded timeouts, a
 non-blocking receive and LuaSocket select() integration.
@@ -36,7 +36,7 @@ non-blocking receive and LuaSocket select() integration.
 }
 
 dependencies = {
-  "lua >= 5.1, < 5.5",
+  "lua >= 5.1, < 5.6",
 }
 
 build = {

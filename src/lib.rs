@@ -9,9 +9,10 @@
     feature = "lua52",
     feature = "lua53",
     feature = "lua54",
+    feature = "lua55",
     feature = "luajit"
 )))]
-compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54 or luajit");
+compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54, lua55 or luajit");
 
 pub mod backoff;
 pub mod clock;
