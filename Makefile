@@ -2,18 +2,15 @@
 #   make demo    build the module and run lua/examples/echo.lua against a local echo server
 #   make test    install what tests need, then every stage (tools/test-all.sh)
 #   make module  build target/release/libluws.so and install it as target/lua51/luws.so
-#   make spec    the busted suite on Lua 5.1 (native-tls build)
+#   make spec    the busted suite on Lua 5.1 (native-tls build); spec-rustls: the rustls build
+# The Lua versions and TLS backends are the tables in tools/lib.sh.
 
-RUSTLS_TARGET := $(CURDIR)/target/rustls
-RUSTLS_FEATURES := lua51,module,tls-rustls,bundled-roots
-
-.PHONY: demo test deps lint unit module module-rustls spec spec-rustls autobahn leaks leaks-long \
+.PHONY: demo test deps lint unit module spec autobahn leaks leaks-long \
 	cross-fast cross-all matrix luarocks dist
 
 demo:
 	bash tools/install-deps.sh --demo
-	cargo build --release
-	tools/install-module.sh target/release/libluws.so target/lua51
+	bash -c '. tools/lib.sh && module lua51 native'
 	tools/demo.sh
 
 test:
@@ -22,31 +19,23 @@ test:
 deps:
 	bash tools/install-deps.sh
 
+# Import cycles, formatting, and clippy for every TLS backend and the vendored-Lua build.
 lint:
 	python3 tools/import_cycles.py
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	CARGO_TARGET_DIR=$(CURDIR)/target/vendored cargo clippy --all-targets --no-default-features --features lua51,vendored,tls-native -- -D warnings
-	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo clippy --all-targets --no-default-features --features $(RUSTLS_FEATURES) -- -D warnings
+	tools/cargo-each.sh clippy --all-targets -- -D warnings
 
+# Rust unit tests for every TLS backend, and tests/lua_api.rs against a vendored Lua.
 unit:
-	cargo test
-	CARGO_TARGET_DIR=$(CURDIR)/target/vendored cargo test --no-default-features --features lua51,vendored,tls-native
-	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo test --no-default-features --features $(RUSTLS_FEATURES)
+	tools/cargo-each.sh test
 
 module:
-	cargo build --release
-	tools/install-module.sh target/release/libluws.so target/lua51
+	bash -c '. tools/lib.sh && module lua51 native'
 
-module-rustls:
-	CARGO_TARGET_DIR=$(RUSTLS_TARGET) cargo build --release --no-default-features --features $(RUSTLS_FEATURES)
-	tools/install-module.sh $(RUSTLS_TARGET)/release/libluws.so $(RUSTLS_TARGET)/lua51
-
-spec: module
-	tools/spec.sh lua5.1 ./target/lua51/?.so
-
-spec-rustls: module-rustls
-	tools/spec.sh lua5.1 $(RUSTLS_TARGET)/lua51/?.so
+# spec-native (= spec), spec-rustls: the busted suite on Lua 5.1 against that TLS backend.
+spec: spec-native
+spec-%:
+	tools/spec.sh --module lua51 $*
 
 autobahn: module
 	bash spec/autobahn/run.sh
@@ -65,7 +54,7 @@ cross-fast:
 cross-all:
 	cross/all.sh
 
-# The busted suite on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT.
+# The busted suite on every Lua version of the table.
 matrix:
 	tools/matrix.sh
 
@@ -77,7 +66,7 @@ luarocks:
 dist: module
 	tools/dist.sh
 
-# Benchmarks (issue 6): luws from Lua 5.1 against a pure-Rust tungstenite client. See bench/.
+# Benchmarks: luws from Lua 5.1 against a pure-Rust tungstenite client. See bench/.
 #   make bench        the full run; writes bench/results.md
 #   make bench-smoke  small counts, < 60 s, fails only if something does not run (for CI)
 
@@ -97,8 +86,7 @@ endef
 .PHONY: bench bench-smoke
 
 bench:
-	command -v valgrind >/dev/null && command -v strace >/dev/null || \
-	  { apt-get update && apt-get install -y valgrind strace; }
+	bash -c '. tools/lib.sh && apt_need valgrind strace'
 	$(bench_prepare)
 	# The same code unstripped, only so callgrind can name luws's functions.
 	CARGO_TARGET_DIR=$(BENCH_TARGET)/luws-sym CARGO_PROFILE_RELEASE_STRIP=none cargo build --release

@@ -4,6 +4,7 @@
 #   LUA_VERSIONS, lua_vars F       the Lua-version table (below) and one row of it
 #   lua_ensure F                   lua_vars, then builds the interpreter when the row says so
 #   TLS_BACKENDS, tls_features B   the TLS-backend table
+#   module F B, module_dirs F B    the module for Lua F and TLS backend B, and where it goes
 #   build_module FEATURES DIR [TARGET_DIR]   cargo build --release, installed as DIR/luws.so
 #   start_peer CMD...              starts a test peer, reads its `PORT <n>` line: PEER_PID/PORT
 #   stop_peer                      ends the peer start_peer started (by its PID)
@@ -71,6 +72,28 @@ lua_apt_packages() {
   for f in $LUA_VERSIONS; do lua_vars "$f" && echo "$LUA_APT"; done | tr ' ' '\n' | sed '/^$/d'
 }
 
+# module_dirs FEATURE BACKEND: sets MODULE_TARGET (cargo's target dir) and MODULE_DIR (where
+# luws.so goes) for a Lua version and TLS backend. The default build (lua51, native) is
+# `cargo build --release` itself, in target/lua51; the other Lua versions share
+# target/matrix/build (only mlua and luws differ); another backend has target/<backend>.
+module_dirs() {
+  if [ "$2" = native ]; then
+    if [ "$1" = lua51 ]; then MODULE_TARGET=$LUWS_ROOT/target MODULE_DIR=$LUWS_ROOT/target/lua51
+    else MODULE_TARGET=$LUWS_ROOT/target/matrix/build MODULE_DIR=$LUWS_ROOT/target/matrix/$1/lua; fi
+  else
+    MODULE_TARGET=$LUWS_ROOT/target/$2 MODULE_DIR=$LUWS_ROOT/target/$2/$1
+  fi
+}
+
+# module FEATURE BACKEND: builds that module where module_dirs says (MODULE_DIR/luws.so).
+module() {
+  local features
+  features=$(tls_features "$2") || { echo "unknown TLS backend '$2' (one of: $TLS_BACKENDS)" >&2; return 2; }
+  lua_vars "$1" >/dev/null || return 2
+  module_dirs "$1" "$2"
+  build_module "$1,$features" "$MODULE_DIR" "$MODULE_TARGET"
+}
+
 # build_module FEATURES DIR [TARGET_DIR]: a release build with exactly FEATURES (e.g.
 # lua54,module,tls-native), installed atomically as DIR/luws.so (a loaded .so overwritten in
 # place crashes whoever has it mapped). Cargo's output goes to DIR/build.log on failure.
@@ -110,7 +133,8 @@ start_peer() {
 
 stop_peer() {
   [ -n "${PEER_PID:-}" ] || return 0
-  kill "$PEER_PID" 2>/dev/null && wait "$PEER_PID" 2>/dev/null
+  kill "$PEER_PID" 2>/dev/null || true
+  wait "$PEER_PID" 2>/dev/null || true
   rm -f "$PEER_LOG"
   PEER_PID=""
   return 0

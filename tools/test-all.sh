@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
-# Every test of the project, in stages, with one summary line at the end. Each stage's own
-# `N passed, N failed` line is added up; a stage without one counts as one test.
-# Stages are defined in the Makefile; this only sequences them and sums the results.
+# Every test of the project, in stages (the Makefile's targets), then a table of each stage's
+# count and time and one summary line `N passed, N failed`. A stage records its count with
+# `result` (tools/lib.sh) in the file $LUWS_RESULT that this sets for it; a stage that records
+# nothing counts as one test, passed or failed by its exit status.
+#   LUWS_STAGES="spec matrix" tools/test-all.sh     only those stages
 set -uo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
+cd "$LUWS_ROOT" || exit 2
 stages=(${LUWS_STAGES:-deps lint unit spec spec-rustls autobahn leaks bench-smoke matrix luarocks cross-fast})
-total_p=0; total_f=0; failed_stages=()
+mkdir -p target/results
+total_p=0; total_f=0; failed_stages=(); rows=(); t_all=$(date +%s)
 for s in "${stages[@]}"; do
   echo "=== stage: $s"
-  log=$(mktemp)
+  export LUWS_RESULT="$LUWS_ROOT/target/results/$s"
+  rm -f "$LUWS_RESULT"
   start=$(date +%s)
-  make --no-print-directory "$s" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  # Sum every "N passed, N failed" (busted, autobahn) or "N passed; N failed" (cargo) line.
-  counts=$(grep -oE '(^|[^0-9])[0-9]+ passed[,;] [0-9]+ failed' "$log" | sed -E 's/^[^0-9]*([0-9]+) passed[,;] ([0-9]+) failed/\1 \2/' \
-    | awk '{p+=$1; f+=$2; n++} END {if (n) print p, f}')
-  if [ -n "$counts" ]; then
-    p=${counts% *}; f=${counts#* }
+  make --no-print-directory "$s"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  if [ -s "$LUWS_RESULT" ]; then
+    read -r p f < <(awk '{ p += $1; f += $2 } END { print p, f }' "$LUWS_RESULT")
   else
     p=$(( rc == 0 ? 1 : 0 )); f=$(( rc == 0 ? 0 : 1 ))
   fi
   [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
   total_p=$((total_p + p)); total_f=$((total_f + f))
   [ "$rc" -eq 0 ] || failed_stages+=("$s")
-  echo "=== stage $s: rc=$rc, $p passed, $f failed, $(( $(date +%s) - start )) s"
-  rm -f "$log"
+  rows+=("$(printf '%-12s %4s %7s %7s %6s s' "$s" "$rc" "$p" "$f" "$took")")
+  echo "=== stage $s: rc=$rc, $took s"
 done
+echo "=== stages ($(( ($(date +%s) - t_all) / 60 )) min $(( ($(date +%s) - t_all) % 60 )) s)"
+printf '%-12s %4s %7s %7s %8s\n' stage rc passed failed time
+printf '%s\n' "${rows[@]}"
 [ ${#failed_stages[@]} -eq 0 ] || echo "failed stages: ${failed_stages[*]}"
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ] && [ ${#failed_stages[@]} -eq 0 ]
