@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Leak and resource checks (issue 5), ending with the plain line `N passed, N failed`; exit
-# status non-zero when any check failed.
+# Leak and resource checks: descriptors, RSS and valgrind over many wsopen/wsclose cycles,
+# one count per check; exit status non-zero when any check failed.
 #
 #   tools/leaks.sh          ~1 min: 10,000 wsopen/wsclose cycles + 10,000 conns left to the GC
 #                           (ws://), 100 + 100 over wss://, valgrind 200 + 200 (ws://) and
@@ -10,11 +10,12 @@
 #                           valgrind 2,000 + 2,000 (ws://) and 20 + 20 (wss://)
 #
 # The checks live in spec/leaks/ (cycles.lua, valgrind.sh); this only sequences them. It uses
-# the module at $LUWS_CPATH or target/lua51/luws.so (built and installed when missing), and
-# installs valgrind with apt-get when it is missing and we are root.
+# the module at $LUWS_CPATH or target/lua51/luws.so (built when missing), and installs
+# valgrind when it is missing.
 # Env: LUWS_LUA (default lua5.1), LUWS_CPATH.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
+cd "$LUWS_ROOT" || exit 2
 
 long=0
 case "${1:-}" in
@@ -32,24 +33,20 @@ fi
 
 if [ -z "${LUWS_CPATH:-}" ] && [ ! -f target/lua51/luws.so ]; then
   echo "=== building the module (target/lua51/luws.so is missing)"
-  cargo build --release && tools/install-module.sh target/release/libluws.so target/lua51 || exit 1
+  module lua51 native || exit 1
 fi
-if ! command -v valgrind >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "=== installing valgrind"
-  { apt-get update && apt-get install -y valgrind; } >/dev/null 2>&1 || true
-fi
+apt_need valgrind
 
 passed=0; failed=0; failures=()
 
-# check NAME COMMAND...: runs it, shows its output (its own summary lines renamed so that a
-# caller summing "N passed, N failed" lines counts this script's last line only).
+# check NAME COMMAND...: runs it, shows its output, counts it as one check.
 check() {
   local name=$1; shift
   echo "=== $name: $*"
   local start rc
   start=$(date +%s.%N)
-  "$@" 2>&1 | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/phases: \1 ok, \2 failed/'
-  rc=${PIPESTATUS[0]}
+  "$@" 2>&1
+  rc=$?
   local took
   took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   if [ "$rc" -eq 0 ]; then
@@ -72,5 +69,5 @@ else
 fi
 
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
-echo "$passed passed, $failed failed"
+result "$passed" "$failed" leaks
 [ "$failed" -eq 0 ]
