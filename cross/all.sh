@@ -29,5 +29,5 @@ done
 echo; echo "== cross summary (logs in cross/out/) =="
 printf '%s\n' "${summary[@]}"
 echo "total $(( $(date +%s) - t_all ))s"
-echo "cross: $passed passed, $failed failed"
+result "$passed" "$failed" cross
 [ "$failed" = 0 ]

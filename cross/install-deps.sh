@@ -10,19 +10,11 @@
 # architecture) are fetched by cross/sysroot.sh with a private apt
 # configuration under cross/work/, so no dpkg --add-architecture is needed.
 set -euo pipefail
-cd "$(dirname "$0")"
-PKGS="rustc-web cargo-web rust-web-src gcc g++ make xz-utils python3 python3-venv
-gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-mipsel-linux-gnu g++-mipsel-linux-gnu
-libc6-dev-mipsel-cross qemu-user uclibc-source dpkg-dev"
-missing=""
-for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "[install-deps] apt:$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-  # shellcheck disable=SC2086
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >/dev/null
-fi
+source "$(dirname "$0")/lib.sh"
+cd "$CROSS_DIR"
+apt_need rustc-web cargo-web rust-web-src gcc g++ make xz-utils python3 python3-venv \
+  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-mipsel-linux-gnu g++-mipsel-linux-gnu \
+  libc6-dev-mipsel-cross qemu-user uclibc-source dpkg-dev
 /usr/bin/rustc --version | grep -q '^rustc 1\.9[6-9]\|^rustc 1\.[1-9][0-9][0-9]' || {
   echo "[install-deps] /usr/bin/rustc is $(/usr/bin/rustc --version); need rustc-web >= 1.96 (bookworm-security)" >&2; exit 1; }
 mkdir -p work

@@ -3,10 +3,12 @@
 set -euo pipefail
 
 CROSS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_DIR="$(cd "$CROSS_DIR/.." && pwd)"
+# shellcheck source=../tools/lib.sh
+source "$CROSS_DIR/../tools/lib.sh"
+REPO_DIR="$LUWS_ROOT"
 WORK="$CROSS_DIR/work"
 OUT="$CROSS_DIR/out"
-MIRROR="${LUWS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="$LUWS_DEBIAN_MIRROR"
 
 # Debian's own Rust (rustc-web/cargo-web 1.96 from bookworm-security) lives in
 # /usr/bin as plain `rustc`/`cargo`; rustup's proxies in ~/.cargo/bin must not

@@ -40,19 +40,12 @@ echo "runtime: ${RUN[*]##*/work/}"
 if [ "$MODE" = probe ]; then
   (cd "$CROSS_DIR" && timeout 120 "${RUN[@]}" verify-probe.lua "$OUT/$T" 2>/dev/null) || fail=1
 else
-  # the project's echo server (PyPI websockets) if it can run, else the stdlib one here
-  SERVER="$REPO_DIR/spec/servers/echo_server.py"; PY="$(PATH="$ORIG_PATH" command -v python3)"
-  if [ ! -f "$SERVER" ] || ! "$PY" -c 'import websockets' 2>/dev/null; then SERVER="$CROSS_DIR/echo_server.py"; PY=python3; fi
-  fifo="$(mktemp -u)"; mkfifo "$fifo"
-  # keep the server's stdout pipe open for the whole run: it exits when its reader goes
-  exec 3<>"$fifo"
-  "$PY" "$SERVER" >&3 2>/dev/null & spid=$!
-  read -r -t 20 line <&3 || line=""; rm -f "$fifo"
-  port="$(echo "$line" | sed -n 's/^PORT \([0-9]*\).*/\1/p')"
-  [ -n "$port" ] || { echo "FAIL: echo server $SERVER did not start" >&2; kill "$spid" 2>/dev/null; exit 1; }
-  echo "echo server: ${SERVER#$REPO_DIR/} on 127.0.0.1:$port (pid $spid)"
-  (cd "$CROSS_DIR" && timeout 180 "${RUN[@]}" verify.lua "$OUT/$T" "$port") || fail=1
-  kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; exec 3<&-
+  # the project's echo server (PyPI websockets), with the Python that has it
+  start_peer "$(PATH="$ORIG_PATH" command -v python3)" "$REPO_DIR/spec/servers/echo_server.py" ||
+    { echo "FAIL: echo server did not start" >&2; exit 1; }
+  echo "echo server: spec/servers/echo_server.py on 127.0.0.1:$PEER_PORT (pid $PEER_PID)"
+  (cd "$CROSS_DIR" && timeout 180 "${RUN[@]}" verify.lua "$OUT/$T" "$PEER_PORT") || fail=1
+  stop_peer
 fi
 if [ $fail = 0 ]; then log "VERIFIED $T ($MODE.so)"; else log "VERIFY FAILED $T ($MODE.so)"; fi
 exit $fail

@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Installs what building and testing luws needs on a fresh Debian 12 machine (root):
-# Lua interpreters and busted, LuaSocket, OpenSSL headers for native-tls, the openssl CLI for
-# test certificates, Python `websockets` for the independent peer, strace/valgrind for checks.
+# Installs what building and testing luws needs on a fresh Debian 12 machine (root): the Debian
+# packages below and those of every Lua version in tools/lib.sh's table, Python `websockets`.
+# A Lua that Debian lacks (5.5) is built by tools/lua-build.sh when a test first needs it.
 # Idempotent and quiet; `--demo` installs only what the demo needs.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
-demo_pkgs=(lua5.1 pkg-config libssl-dev python3-pip)
-test_pkgs=(lua5.2 lua5.3 lua5.4 luajit liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev lua-busted lua-socket lua-sec luarocks openssl strace valgrind
-  make gcc libc6-dev)
+demo_pkgs=(
+  lua5.1          # the demo's interpreter
+  pkg-config      # native-tls finds OpenSSL
+  libssl-dev
+  python3-pip     # Python `websockets`, the independent echo peer
+)
+test_pkgs=(
+  $(lua_apt_packages)  # every apt row of the Lua-version table: interpreter and headers
+  lua-busted      # the spec runner; its Lua files are also what a built Lua runs
+  lua-socket
+  lua-sec
+  luarocks        # tools/luarocks.sh
+  openssl         # test certificates
+  strace          # bench: syscalls per idle wsreceive
+  valgrind        # tools/leaks.sh
+  make
+  gcc             # Lua 5.5 and its C modules (tools/lua-build.sh)
+  libc6-dev
+  curl            # tools/lua-build.sh fetches Debian source tarballs
+)
 
 pkgs=("${demo_pkgs[@]}")
 [ "${1:-}" = "--demo" ] || pkgs+=("${test_pkgs[@]}")
-
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_need "${pkgs[@]}"
 
 py=${LUWS_PYTHON:-python3}
 if ! "$py" -c 'import websockets' 2>/dev/null; then

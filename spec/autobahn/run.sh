@@ -6,8 +6,7 @@
 #
 # Env:
 #   LUWS_SO          path to the built module (luws.so / libluws.so); default:
-#                    target/release/libluws.so (built with `cargo build --release`
-#                    if missing), copied to target/lua51/luws.so
+#                    target/lua51/luws.so (built if missing)
 #   LUA              Lua interpreter (default lua5.1)
 #   AUTOBAHN_PORT    port for the fuzzing server (default 9001, or a free one)
 #   AUTOBAHN_CASES   JSON list overriding the config's "cases", e.g. '["1.*"]'
@@ -44,23 +43,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------- module
-if [[ -n "${LUWS_SO:-}" ]]; then
-    SO="$LUWS_SO"
-else
-    SO="$ROOT/target/release/libluws.so"
-    if [[ ! -f "$SO" ]]; then
-        say "building the module (cargo build --release)"
-        cargo build --release --quiet
-    fi
+source "$ROOT/tools/lib.sh"
+SO="${LUWS_SO:-$ROOT/target/lua51/luws.so}"
+if [[ -z "${LUWS_SO:-}" && ! -f "$SO" ]]; then
+    say "building the module (tools/lib.sh: module lua51 native)"
+    module lua51 native
 fi
 [[ -f "$SO" ]] || { say "module not found: $SO"; exit 2; }
-if [[ -z "${LUWS_SO:-}" ]]; then
-    # The conventional place for `require "luws"` from the build tree.
-    mkdir -p "$ROOT/target/lua51"
-    if [[ ! "$SO" -ef "$ROOT/target/lua51/luws.so" ]]; then   # may already be a hard link of it
-        cp -f "$SO" "$ROOT/target/lua51/.luws.so.$$" && mv -f "$ROOT/target/lua51/.luws.so.$$" "$ROOT/target/lua51/luws.so"
-    fi
-fi
 # The client loads a private snapshot: a rebuild or `cp` over the .so while it
 # is mapped would crash the run with SIGBUS.
 CDIR="$TMP/cpath"
@@ -113,7 +102,7 @@ set -e
 # -------------------------------------------------------------------- report
 EXPECTED=$(sed -n 's/.*will run \([0-9]*\) test cases.*/\1/p' "$LOG" | head -1)
 python3 - "$OUTDIR/index.json" "$AGENT" "$CLIENT_RC" "$(( $(date +%s) - START ))" "${EXPECTED:-0}" <<'PY'
-import json, sys, collections
+import json, os, sys, collections
 path, agent, client_rc, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 expected = int(sys.argv[5])
 ACCEPT = ("OK", "NON-STRICT", "INFORMATIONAL")
@@ -138,6 +127,10 @@ if missing:
     print("autobahn: %d of the server's %d cases are missing from the report" % (missing, expected))
 print("autobahn: wall time %ss; client exit %d" % (secs, client_rc))
 ok = not bad and not missing and client_rc == 0 and cases
-print("autobahn: %d passed, %d failed" % (len(cases) - len(bad), len(bad) + missing))
+passed, failed = len(cases) - len(bad), len(bad) + missing
+print("autobahn: %d passed, %d failed" % (passed, failed))
+if os.environ.get("LUWS_RESULT"):  # the stage's count for tools/test-all.sh
+    with open(os.environ["LUWS_RESULT"], "a") as f:
+        f.write("%d %d autobahn\n" % (passed, failed))
 sys.exit(0 if ok else 1)
 PY
