@@ -1,23 +1,25 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Release archives for Luup plugin authors (Vera, openLuup): one per target, each unpacked
 # straight into a plugin folder.
 #
 #   tools/dist.sh            the host build plus every cross build in cross/out/<target>/luws.so
 #   tools/dist.sh TARGET     only that target (the host triple, or one under cross/out/)
 #
-# Produces dist/luws-<version>-<target>-lua51.tar.gz holding, at the archive's top level:
-#   L_Plugin_LuWS.so    the native module (Lua 5.1, rustls: no OpenSSL needed on the device)
+# Produces dist/luws-<version>-<target>-<lua>.tar.gz holding, at the archive's top level:
+#   L_Plugin_LuWS.so    the native module (rustls: no OpenSSL needed on the device)
 #   L_Plugin_LuWS.lua   the shim plugins require; it loads the .so of its own base name beside it
 #   verawebsockets.lua  when lua/verawebsockets.lua exists
 #   INSTALL.txt         which file goes where, and how to rename for a plugin
 #   LICENSE
 # and dist/SHA256SUMS over the archives. The host module is built here
-# (--features lua51,module,tls-rustls, target dir target/dist/<host>); cross modules are taken
-# as cross/build.sh left them. Archives are reproducible: sorted, owner 0, mtime of the last
+# once per Lua version of tools/lib.sh's table (lua51 … lua55, luajit; DIST_LUA="lua51 lua54"
+# for fewer), with --features <lua>,module,tls-rustls in target/dist/<host>; cross modules are
+# Lua 5.1 (the controllers' Lua), taken as cross/build.sh left them. Archives are reproducible: sorted, owner 0, mtime of the last
 # commit.
 
 set -eu
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
+cd "$LUWS_ROOT"
 
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
 [ -n "$version" ] || { echo "dist: no version in Cargo.toml" >&2; exit 2; }
@@ -38,15 +40,15 @@ else
   done
 fi
 
-# The native file of a target; builds the host one.
-native() {
-  if [ -f "cross/out/$1/luws.so" ]; then
-    echo "cross/out/$1/luws.so"
-  elif [ "$1" = "$host" ]; then
+# The native file of a target for a Lua version; builds the host ones.
+native() { # TARGET LUA
+  if [ "$1" = "$host" ]; then
     dir=target/dist/$host
     CARGO_TARGET_DIR=$dir cargo build --release --no-default-features \
-      --features lua51,module,tls-rustls >&2
+      --features "$2,module,tls-rustls" >&2
     echo "$dir/release/libluws.so"
+  elif [ -f "cross/out/$1/luws.so" ]; then
+    echo "cross/out/$1/luws.so"
   else
     echo "dist: no module for $1 (run cross/build.sh $1 first)" >&2
     return 1
@@ -71,9 +73,9 @@ glibc_floor() {
     sort -t. -k1,1n -k2,2n -k3,3n | tail -1
 }
 
-install_text() { # target machine-line
+install_text() { # target machine-line lua-feature lua-name
   cat <<EOF
-luws $version for $1 (Lua 5.1)
+luws $version for $1 ($4)
 Runs on: $2
 A native WebSocket client for Luup plugins, compatible with LuWS (wsopen, wssend, wsreceive,
 wsclose) and with Vera's verawebsockets (create, connect, loop). TLS is built in (rustls):
@@ -93,7 +95,7 @@ WHERE THEY GO
             Luup files), which may store it compressed (.lzo); the native file must stay as
             it is. Remove any leftover L_Plugin_LuWS.so.lzo.
   openLuup: its plugin folder, the cmh-ludl/ folder openLuup runs from:
-              tar -xzf luws-$version-$1-lua51.tar.gz -C /path/to/openLuup/cmh-ludl
+              tar -xzf luws-$version-$1-$3.tar.gz -C /path/to/openLuup/cmh-ludl
   Then restart Luup (Vera) or reload openLuup.
 
 USE
@@ -120,22 +122,29 @@ EOF
 mkdir -p dist
 made=""
 for t in $targets; do
-  so=$(native "$t")
-  floor=$(glibc_floor "$so")
-  stage=$(mktemp -d)
-  cp "$so" "$stage/L_Plugin_LuWS.so"
-  cp lua/L_Plugin_LuWS.lua "$stage/"
-  [ -f lua/verawebsockets.lua ] && cp lua/verawebsockets.lua "$stage/"
-  cp LICENSE "$stage/"
-  install_text "$t" "$(machine "$t" "$floor")" >"$stage/INSTALL.txt"
-  chmod 644 "$stage"/*
-  chmod 755 "$stage/L_Plugin_LuWS.so"
-  out="dist/luws-$version-$t-lua51.tar.gz"
-  (cd "$stage" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" \
-    -cf - -- *) | gzip -n -9 >"$out"
-  rm -rf "$stage"
-  echo "dist: $out ($(wc -c <"$out") bytes)"
-  made="$made $out"
+  luas=lua51
+  [ "$t" = "$host" ] && luas=${DIST_LUA:-$LUA_VERSIONS}
+  for lua in $luas; do
+    lua_vars "$lua"
+    lua_name="Lua $LUA_ABI"
+    [ "$lua" = luajit ] && lua_name=LuaJIT
+    so=$(native "$t" "$lua")
+    floor=$(glibc_floor "$so")
+    stage=$(mktemp -d)
+    cp "$so" "$stage/L_Plugin_LuWS.so"
+    cp lua/L_Plugin_LuWS.lua "$stage/"
+    [ -f lua/verawebsockets.lua ] && cp lua/verawebsockets.lua "$stage/"
+    cp LICENSE "$stage/"
+    install_text "$t" "$(machine "$t" "$floor")" "$lua" "$lua_name" >"$stage/INSTALL.txt"
+    chmod 644 "$stage"/*
+    chmod 755 "$stage/L_Plugin_LuWS.so"
+    out="dist/luws-$version-$t-$lua.tar.gz"
+    (cd "$stage" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" \
+      -cf - -- *) | gzip -n -9 >"$out"
+    rm -rf "$stage"
+    echo "dist: $out ($(wc -c <"$out") bytes)"
+    made="$made $out"
+  done
 done
 
 (cd dist && sha256sum luws-*.tar.gz >SHA256SUMS)
