@@ -10,10 +10,13 @@ WORK="$CROSS_DIR/work"
 OUT="$CROSS_DIR/out"
 MIRROR="$LUWS_DEBIAN_MIRROR"
 
+# The caller's PATH, kept across nested cross scripts (all.sh runs verify.sh): its python3 is
+# the one with PyPI's websockets (tools/install-deps.sh).
+ORIG_PATH="${LUWS_ORIG_PATH:-$PATH}"
+export LUWS_ORIG_PATH="$ORIG_PATH"
 # Debian's own Rust (rustc-web/cargo-web 1.96 from bookworm-security) lives in
 # /usr/bin as plain `rustc`/`cargo`; rustup's proxies in ~/.cargo/bin must not
 # win inside these scripts.
-ORIG_PATH="$PATH"
 export PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH"
 
 ALL_TARGETS="aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu mipsel-unknown-linux-uclibc"
