@@ -29,7 +29,7 @@ for v in $versions; do
   read -r pass fail note <"$dir/result"
   result "$pass" "$fail" "$v" >/dev/null
   [ "$fail" -eq 0 ] || bad=1
-  line="$v: $pass passed, $fail failed ($(($(date +%s) - t0)) s; ${note#busted })"
+  line="$v: $pass passed, $fail failed, $(($(date +%s) - t0)) s; $note"
   summary="$summary$line\n"
   echo "$line"
 done
