@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing luws needs on a fresh Debian 12 machine (root):
 # Lua interpreters and busted, LuaSocket, OpenSSL headers for native-tls, the openssl CLI for
-# test certificates, Python `websockets` for the independent peer, strace/valgrind for checks.
+# test certificates, Python `websockets` for the independent peer, strace/valgrind for checks,
+# tinyproxy and microsocks (real HTTP CONNECT and SOCKS5 proxies).
 # Idempotent and quiet; `--demo` installs only what the demo needs.
 set -euo pipefail
 
 demo_pkgs=(lua5.1 pkg-config libssl-dev python3-pip)
 test_pkgs=(lua5.2 lua5.3 lua5.4 luajit liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev lua-busted lua-socket lua-sec luarocks openssl strace valgrind
-  make gcc libc6-dev)
+  make gcc libc6-dev
+  tinyproxy microsocks)  # real proxies for spec/proxy_spec.lua
 
 pkgs=("${demo_pkgs[@]}")
 [ "${1:-}" = "--demo" ] || pkgs+=("${test_pkgs[@]}")

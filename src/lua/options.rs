@@ -8,6 +8,7 @@ use mlua::{Function, Table, Value};
 
 use super::args::lua_error;
 use crate::error::Error;
+use crate::proxy::{Proxy, ProxySetting};
 use crate::spec::OpenSpec;
 
 /// The Lua-side parts of the options.
@@ -145,16 +146,41 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
         spec.follow_redirects = n as u32;
     }
     read_tls(&r, &mut spec.tls)?;
+    spec.proxy = proxy(&r)?;
     read_headers(&r, &mut spec.headers)?;
     read_protocols(&r, &mut spec.headers)?;
     spec.notify = notify(&r)?;
     spec.reconnect = reconnect(&r)?;
     let parts = lua_parts(&r)?;
+    if spec.proxy != ProxySetting::Direct && parts.connect.is_some() {
+        // The connect function decides where the socket leads.
+        return Err(r.bad("proxy", "cannot be combined with a connect function"));
+    }
     if spec.reconnect.is_some() && parts.connect.is_some() {
         // The reopening runs off the Lua thread, where a Lua function cannot be called.
         return Err(r.bad("reconnect", "cannot reopen through a connect function"));
     }
     Ok(parts)
+}
+
+/// `proxy = "http://[user:pass@]host:port" | "socks5://…" | "socks5h://…" | "env" | false`.
+fn proxy(r: &Reader) -> mlua::Result<ProxySetting> {
+    match r.t.get::<Value>("proxy")? {
+        Value::Nil | Value::Boolean(false) => Ok(ProxySetting::Direct),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            if text.trim() == "env" {
+                return Ok(ProxySetting::FromEnv);
+            }
+            Proxy::parse(&text)
+                .map(ProxySetting::Via)
+                .map_err(|why| r.bad("proxy", why.to_string()))
+        }
+        other => Err(r.bad(
+            "proxy",
+            format!("string expected, got {}", super::args::type_name(&other)),
+        )),
+    }
 }
 
 /// `reconnect = true | { initial = 1, max = 60, factor = 2, jitter = 0.25, attempts = nil }`.
@@ -263,6 +289,28 @@ fn read_tls(r: &Reader, tls: &mut crate::tls::TlsSettings) -> mlua::Result<()> {
         if m != "client" {
             return Err(r.bad("ssl_mode", "only 'client' is possible for a client"));
         }
+    }
+    // A list, or one string with pins separated by `;` (curl's --pinnedpubkey) or `,`.
+    for pin in r.list("ssl_pin")?.iter().flat_map(|p| p.split(';')) {
+        if !pin.trim().is_empty() {
+            let parsed = crate::tls::parse_pin(pin).map_err(|m| r.bad("ssl_pin", m))?;
+            tls.pins.push(parsed);
+        }
+    }
+    if let Some(name) = r.string("ssl_servername")? {
+        // A DNS name or an IP address; anything else could not be checked against a certificate.
+        let ok = name.parse::<std::net::IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            return Err(r.bad("ssl_servername", format!("'{name}' is not a host name")));
+        }
+        tls.servername = Some(name);
     }
     tls.cafile = r.string("ssl_cafile")?;
     tls.certificate = r.string("ssl_certificate")?;
