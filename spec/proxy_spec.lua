@@ -254,9 +254,10 @@ describe("proxy", function()
       local events = {}
       local wso = vws.create(url, {
         [1] = function(reason, _, detail) events[#events + 1] = { 1, reason, detail } end,
-        [3] = function(w) events[#events + 1] = { 3 }; vws.send(w, "via vera") end,
+        [3] = function(w) events[#events + 1] = { 3, w:url() }; vws.send(w, "via vera") end,
         [8] = function(data) events[#events + 1] = { 8, data } end,
       }, {}, false, opts)
+      assert.equal(url, wso:url())
       vws.connect(wso)
       local deadline = socket.gettime() + (timeout or 5)
       local longest = 0
@@ -274,7 +275,7 @@ describe("proxy", function()
     it("connects through HTTP CONNECT and SOCKS5 without blocking loop()", function()
       for _, p in ipairs({ proxy_url("http", tiny_auth, "plugin:s3cret"), proxy_url("socks5h", socks) }) do
         local events, longest = run(echo_tls.url("/"), { proxy = p }, 8)
-        assert.same({ 3 }, events[1], p)
+        assert.same({ 3, echo_tls.url("/") }, events[1], p)
         assert.same({ 8, "via vera" }, events[2], p)
         assert.is_true(longest < 0.05, "a loop() took " .. longest .. " s")
       end
