@@ -202,19 +202,21 @@ fn split_port(entry: &str) -> (&str, Option<u16>) {
 
 fn in_cidr(ip: std::net::IpAddr, net: &str, bits: &str) -> bool {
     use std::net::IpAddr;
-    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<usize>()) else {
         return false;
     };
-    let (a, b, width) = match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+    // Octet by octet: no 128-bit arithmetic, which 32-bit targets (Vera) pay for in code size.
+    let (a, b): (Vec<u8>, Vec<u8>) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().to_vec(), b.octets().to_vec()),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (a.octets().to_vec(), b.octets().to_vec()),
         _ => return false,
     };
-    if bits > width {
+    if bits > a.len() * 8 {
         return false;
     }
-    let shift = width - bits;
-    shift >= 128 || a >> shift == b >> shift
+    let (whole, rest) = (bits / 8, bits % 8);
+    let mask = (0xFF00u16 >> rest) as u8;
+    a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) & mask == 0)
 }
 
 #[cfg(test)]
@@ -341,6 +343,10 @@ mod tests {
         assert!(bypassed("[::1]:80", "::1", 80));
         assert!(!bypassed("", "hub", 80));
         assert!(bypassed("0.0.0.0/0", "10.1.2.3", 80));
+        assert!(bypassed("172.16.0.0/12", "172.31.255.1", 80));
+        assert!(!bypassed("172.16.0.0/12", "172.32.0.1", 80));
+        assert!(!bypassed("10.0.0.0/33", "10.0.0.1", 80));
+        assert!(!bypassed("10.0.0.0/8", "::1", 80));
     }
 
     #[test]
