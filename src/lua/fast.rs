@@ -1,5 +1,5 @@
-//! The hot calls as raw `lua_CFunction`s (issue 13): `wsreceive`, `conn:receive()`,
-//! `conn:getfd()` and `conn:dirty()` without mlua's per-call machinery or the plain-errors
+//! The hot calls as raw `lua_CFunction`s (issue 13): `wsreceive`, `conn:receive()`, `wssend`,
+//! `conn:send()`, `luws.wait`, `conn:getfd()` and `conn:dirty()` without mlua's per-call machinery or the plain-errors
 //! wrapper. Every `unsafe` block of the binding's raw Lua calls lives in this file.
 //!
 //! Each function is a C closure whose upvalue 1 is the mlua version of the same call. The raw
@@ -15,12 +15,14 @@
 
 use std::ffi::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use mlua::{AnyUserData, Function, LightUserData, Lua, Table, ffi};
 
 use super::conn::Conn;
 use crate::error::Error;
-use crate::session::Event;
+use crate::poll::{PollInfo, wait_any};
+use crate::session::{Event, Outgoing};
 
 /// Its address is the registry key of the conn metatable.
 static CONN_MT: u8 = 0;
@@ -59,6 +61,9 @@ pub fn install(lua: &Lua, t: &Table, methods: &Table, slow: Slow) -> mlua::Resul
     methods.raw_set("receive", closure(lua, receive, slow.receive)?)?;
     methods.raw_set("getfd", closure(lua, getfd, slow.getfd)?)?;
     methods.raw_set("dirty", closure(lua, dirty, slow.dirty)?)?;
+    t.raw_set("wssend", closure(lua, wssend, slow.wssend)?)?;
+    methods.raw_set("send", closure(lua, send, slow.send)?)?;
+    t.raw_set("wait", closure(lua, wait, slow.wait)?)?;
     // SAFETY: inside mlua's protected call with `rest` pushed; lua_rawsetp pops it into the
     // registry.
     unsafe {
@@ -78,6 +83,9 @@ pub struct Slow {
     pub receive: Function,
     pub getfd: Function,
     pub dirty: Function,
+    pub wssend: Function,
+    pub send: Function,
+    pub wait: Function,
     /// `receive_rest(conn, began_open, nbytes)`: the rest of a call from its first event that
     /// the raw loop does not handle (given back with `Session::unread`).
     pub rest: Function,
@@ -161,16 +169,31 @@ unsafe fn called_as_method(l: *mut ffi::lua_State) -> bool {
 /// Raises a misuse error about argument 1 not being a conn, in the words of `conn::this`
 /// through `args::api`; or hands the call to the mlua version for a type it names otherwise.
 unsafe fn not_a_conn(l: *mut ffi::lua_State, func: &'static str) -> c_int {
-    // SAFETY: the caller is a raw function on `l`; `raise` and `slow` are its last act.
+    // SAFETY: the caller is a raw function on `l`; `misuse` and `slow` are its last act.
     unsafe {
-        let Some(got) = type_name(l, 1) else {
-            return slow(l);
-        };
-        let msg = format!("luws connection expected, got {got}");
-        let e = if called_as_method(l) {
+        match type_name(l, 1) {
+            Some(got) => misuse(l, 1, func, format!("luws connection expected, got {got}")),
+            None => slow(l),
+        }
+    }
+}
+
+/// Raises a misuse error about argument `pos` as `args::bad` through `args::api` words it:
+/// called as `obj:method(...)`, arguments count from after `self` (and a bad `self` says so).
+/// The mlua versions cannot tell how a raw function was called, so misuse is raised here.
+unsafe fn misuse(l: *mut ffi::lua_State, pos: u8, func: &'static str, msg: String) -> c_int {
+    // SAFETY: the caller is a raw function on `l`; `raise` is its last act.
+    unsafe {
+        let e = if !called_as_method(l) {
+            Error::BadArgument { pos, func, msg }
+        } else if pos <= 1 {
             Error::BadSelf { func, msg }
         } else {
-            Error::BadArgument { pos: 1, func, msg }
+            Error::BadArgument {
+                pos: pos - 1,
+                func,
+                msg,
+            }
         };
         raise(l, e.to_string())
     }
@@ -300,6 +323,208 @@ unsafe extern "C-unwind" fn receive(l: *mut ffi::lua_State) -> c_int {
             Some(conn) => receive_on(l, conn),
             None => not_a_conn(l, "receive"),
         }
+    }
+}
+
+/// `wssend(conn, opcode, data)`: nil or false for a conn answers `false, "not connected"`.
+unsafe extern "C-unwind" fn wssend(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as in `getfd`.
+    unsafe {
+        match ffi::lua_type(l, 1) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL => return slow(l),
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) == 0 => return slow(l),
+            _ => {}
+        }
+        match conn_at(l, 1) {
+            Some(conn) => send_on(l, conn, "wssend"),
+            None => not_a_conn(l, "wssend"),
+        }
+    }
+}
+
+/// `conn:send(opcode, data)`.
+unsafe extern "C-unwind" fn send(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as in `getfd`.
+    unsafe {
+        match conn_at(l, 1) {
+            Some(conn) => send_on(l, conn, "send"),
+            None => not_a_conn(l, "send"),
+        }
+    }
+}
+
+/// The send of `luws_api::send` for a Text or Binary message from a Lua string on a conn
+/// without `reconnect`: `true, nil` | `false, err`. Misuse is raised here; other opcodes, other
+/// data (numbers, nil, LTN12 sources) and reconnecting conns take the mlua path.
+unsafe fn send_on(l: *mut ffi::lua_State, conn: &Conn, func: &'static str) -> c_int {
+    // SAFETY: stack reads of the arguments; `slow`, `misuse` and `raise` are each the last act.
+    unsafe {
+        // The checks of `Opcode::read`, then of `payload`, in that order.
+        if ffi::lua_type(l, 2) != ffi::LUA_TNUMBER {
+            return match type_name(l, 2) {
+                Some(got) => misuse(l, 2, func, format!("number expected, got {got}")),
+                None => slow(l),
+            };
+        }
+        let op = ffi::lua_tonumber(l, 2);
+        let text = if op == 1.0 {
+            Some(true)
+        } else if op == 2.0 {
+            Some(false)
+        } else if op == 8.0 || op == 9.0 || op == 10.0 {
+            None
+        } else {
+            return misuse(l, 2, func, "opcode must be 1, 2, 8, 9 or 10".to_string());
+        };
+        match ffi::lua_type(l, 3) {
+            ffi::LUA_TSTRING => {}
+            ffi::LUA_TNONE | ffi::LUA_TNIL | ffi::LUA_TNUMBER | ffi::LUA_TFUNCTION => {
+                return slow(l);
+            }
+            _ => {
+                return match type_name(l, 3) {
+                    Some(got) => misuse(
+                        l,
+                        3,
+                        func,
+                        format!("string or function expected, got {got}"),
+                    ),
+                    None => slow(l),
+                };
+            }
+        }
+        let Some(text) = text else {
+            return slow(l);
+        };
+        if !conn.revival.try_borrow().is_ok_and(|r| r.is_none()) {
+            return slow(l);
+        }
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, 3, &mut len);
+        if p.is_null() {
+            return slow(l);
+        }
+        // The string stays on the stack (argument 3) for the whole call, and Lua strings never
+        // move. The `Bytes` never outlives the call: a send formats the frame (copying the
+        // payload) and drops the message before `Session::send` returns (as `lua_bytes`).
+        let data: &'static [u8] = std::slice::from_raw_parts(p.cast::<u8>(), len);
+        let sent = catch_unwind(AssertUnwindSafe(|| {
+            let bytes = tungstenite::Bytes::from_static(data);
+            let out = if text {
+                Outgoing::Text(bytes)
+            } else {
+                Outgoing::Binary(bytes)
+            };
+            let mut s = conn.session.try_borrow_mut().ok()?;
+            Some(s.send(out).map_err(|e| e.to_string()))
+        }));
+        match sent {
+            Ok(Some(Ok(()))) => {
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_pushnil(l);
+                2
+            }
+            Ok(Some(Err(text))) => {
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_pushlstring(l, text.as_ptr().cast(), text.len());
+                2
+            }
+            // The session is in use (a send from inside its own receive's bookkeeping): the
+            // mlua version gives the answer it always gave.
+            Ok(None) => slow(l),
+            Err(_) => raise(l, PANIC_TEXT.to_string()),
+        }
+    }
+}
+
+/// How many conns the raw `luws.wait` takes; longer lists take the mlua path.
+const WAIT_MAX: usize = 8;
+
+/// `luws.wait(conns [, timeout])` for a list of up to `WAIT_MAX` luws conns (no Vera sockets).
+/// Misuse is raised here; Vera sockets and longer lists take the mlua path (`wait::wait`).
+unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: stack reads and raw gets, each push popped; `slow` and `raise` are each the last
+    // act, with nothing that has a destructor live.
+    unsafe {
+        // The checks of `wait::wait`, in its order.
+        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
+            return match type_name(l, 1) {
+                Some(got) => misuse(l, 1, "wait", format!("table expected, got {got}")),
+                None => slow(l),
+            };
+        }
+        let limit = match ffi::lua_type(l, 2) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL => None,
+            ffi::LUA_TNUMBER => {
+                let t = ffi::lua_tonumber(l, 2);
+                if t < 0.0 {
+                    None
+                } else if t.is_finite() {
+                    Some(Duration::from_secs_f64(t.min(1e9)))
+                } else {
+                    return misuse(l, 2, "wait", "finite number expected".to_string());
+                }
+            }
+            _ => {
+                return match type_name(l, 2) {
+                    Some(got) => misuse(l, 2, "wait", format!("number expected, got {got}")),
+                    None => slow(l),
+                };
+            }
+        };
+        let mut waits: [Option<PollInfo>; WAIT_MAX] = [None; WAIT_MAX];
+        let mut n = 0usize;
+        loop {
+            // `sequence_values` (the mlua version) also stops at the first nil.
+            if ffi::lua_rawgeti(l, 1, (n + 1) as ffi::lua_Integer) == ffi::LUA_TNIL {
+                ffi::lua_settop(l, -2);
+                break;
+            }
+            let at = ffi::lua_gettop(l);
+            let conn = conn_at(l, at);
+            let kind = ffi::lua_type(l, at);
+            let got = type_name(l, at);
+            ffi::lua_settop(l, -2);
+            let conn = match conn {
+                Some(c) if n < WAIT_MAX => c,
+                // Vera sockets (and other userdata: the mlua version names them), long lists.
+                Some(_) => return slow(l),
+                None if kind == ffi::LUA_TUSERDATA => return slow(l),
+                None => {
+                    let Some(got) = got else {
+                        return slow(l);
+                    };
+                    let msg = format!("luws connection expected at index {}, got {got}", n + 1);
+                    return misuse(l, 1, "wait", msg);
+                }
+            };
+            // The conn stays alive in the list (argument 1) for the whole call.
+            match catch_unwind(AssertUnwindSafe(|| conn.poll_info())) {
+                Ok(p) => waits[n] = p,
+                Err(_) => return raise(l, PANIC_TEXT.to_string()),
+            }
+            n += 1;
+        }
+        let ready = catch_unwind(AssertUnwindSafe(|| {
+            wait_any(&waits[..n], limit).map(|ready| {
+                let mut picked = [0u8; WAIT_MAX];
+                for (k, &i) in ready.iter().enumerate() {
+                    picked[k] = i as u8;
+                }
+                (picked, ready.len())
+            })
+        }));
+        let (picked, count) = match ready {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return raise(l, e.to_string()),
+            Err(_) => return raise(l, PANIC_TEXT.to_string()),
+        };
+        ffi::lua_createtable(l, count as c_int, 0);
+        for (k, &i) in picked[..count].iter().enumerate() {
+            ffi::lua_rawgeti(l, 1, ffi::lua_Integer::from(i) + 1);
+            ffi::lua_rawseti(l, -2, (k + 1) as ffi::lua_Integer);
+        }
+        1
     }
 }
 
