@@ -21,7 +21,7 @@ use mlua::{AnyUserData, Function, LightUserData, Lua, Table, ffi};
 
 use super::conn::Conn;
 use crate::error::Error;
-use crate::poll::{PollInfo, wait_any};
+use crate::poll::{FEW, PollInfo, wait_few};
 use crate::session::{Event, Outgoing};
 
 /// Its address is the registry key of the conn metatable.
@@ -438,7 +438,7 @@ unsafe fn send_on(l: *mut ffi::lua_State, conn: &Conn, func: &'static str) -> c_
 }
 
 /// How many conns the raw `luws.wait` takes; longer lists take the mlua path.
-const WAIT_MAX: usize = 8;
+const WAIT_MAX: usize = FEW;
 
 /// `luws.wait(conns [, timeout])` for a list of up to `WAIT_MAX` luws conns (no Vera sockets).
 /// Misuse is raised here; Vera sockets and longer lists take the mlua path (`wait::wait`).
@@ -505,24 +505,20 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
             }
             n += 1;
         }
-        let ready = catch_unwind(AssertUnwindSafe(|| {
-            wait_any(&waits[..n], limit).map(|ready| {
-                let mut picked = [0u8; WAIT_MAX];
-                for (k, &i) in ready.iter().enumerate() {
-                    picked[k] = i as u8;
-                }
-                (picked, ready.len())
-            })
-        }));
-        let (picked, count) = match ready {
+        let ready = match catch_unwind(AssertUnwindSafe(|| wait_few(&waits, limit))) {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return raise(l, e.to_string()),
             Err(_) => return raise(l, PANIC_TEXT.to_string()),
         };
+        let count = ready.iter().filter(|&&r| r).count();
         ffi::lua_createtable(l, count as c_int, 0);
-        for (k, &i) in picked[..count].iter().enumerate() {
-            ffi::lua_rawgeti(l, 1, ffi::lua_Integer::from(i) + 1);
-            ffi::lua_rawseti(l, -2, (k + 1) as ffi::lua_Integer);
+        let mut k: ffi::lua_Integer = 0;
+        for (i, &r) in ready[..n].iter().enumerate() {
+            if r {
+                k += 1;
+                ffi::lua_rawgeti(l, 1, (i + 1) as ffi::lua_Integer);
+                ffi::lua_rawseti(l, -2, k);
+            }
         }
         1
     }
@@ -586,8 +582,8 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     conn.depth.set(1);
     let began_open = conn.session.borrow_mut().begin_receive();
     let mut nbytes = 0usize;
-    // Stack slot of the handlers table, once looked up.
-    let mut handlers: c_int = 0;
+    // Stack slot of the handler (its handler_args next to it), once looked up.
+    let mut handler: c_int = 0;
     loop {
         let event = {
             let mut s = conn.session.borrow_mut();
@@ -607,10 +603,10 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
             Event::Message { text, data } => {
                 // SAFETY: pushes within the slots checked by `dispatch`, popped by it.
                 unsafe {
-                    if handlers == 0 {
-                        handlers = handlers_table(l, base);
+                    if handler == 0 {
+                        handler = push_handler(l, base);
                     }
-                    dispatch(l, handlers, if text { 1 } else { 2 }, &data);
+                    dispatch(l, handler, if text { 1 } else { 2 }, &data);
                 }
             }
             other => {
@@ -622,47 +618,48 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     }
 }
 
-/// Pushes the conn's handlers table (user value 1; mlua's wrapper is user value 0's table) and
-/// returns its slot.
-unsafe fn handlers_table(l: *mut ffi::lua_State, base: c_int) -> c_int {
+/// Pushes the conn's handler and its handler_args (from the handlers table, user value 1;
+/// mlua's wrapper is user value 0's table) and returns the handler's slot, handler_args above
+/// it: looked up once per call, not by name per message. Neither changes after `wsopen`; the
+/// handler_args table's contents are read per message (a handler may change them).
+unsafe fn push_handler(l: *mut ffi::lua_State, base: c_int) -> c_int {
     // SAFETY: the conn at slot 1 has a user-value table (`conn_at` checked it).
     unsafe {
         ffi::lua_settop(l, base);
         ffi::lua_getuservalue(l, 1);
         ffi::lua_rawgeti(l, -1, 1);
-        ffi::lua_replace(l, -2);
-        ffi::lua_gettop(l)
+        ffi::lua_getfield(l, -1, c"handler".as_ptr());
+        ffi::lua_getfield(l, -2, c"handler_args".as_ptr());
+        ffi::lua_replace(l, base + 2);
+        ffi::lua_replace(l, base + 1);
+        ffi::lua_settop(l, base + 2);
+        base + 1
     }
 }
 
 /// Calls `handler(conn, opcode, data, handler_args...)` under lua_pcall; an error it raises
 /// is logged (`message handler error: ...`) and dropped, as `luws_api::dispatch` does.
-unsafe fn dispatch(l: *mut ffi::lua_State, handlers: c_int, opcode: i64, data: &[u8]) {
+unsafe fn dispatch(l: *mut ffi::lua_State, handler: c_int, opcode: i64, data: &[u8]) {
     // SAFETY: every push is counted against lua_checkstack; the stack returns to `top`.
     unsafe {
         let top = ffi::lua_gettop(l);
-        ffi::lua_getfield(l, handlers, c"handler".as_ptr());
+        let args = handler + 1;
+        let n = if ffi::lua_type(l, args) == ffi::LUA_TTABLE {
+            ffi::lua_rawlen(l, args) as c_int
+        } else {
+            0
+        };
+        if n > 0 && ffi::lua_checkstack(l, n + 4) == 0 {
+            return;
+        }
+        ffi::lua_pushvalue(l, handler);
         ffi::lua_pushvalue(l, 1);
         push_int(l, opcode);
         ffi::lua_pushlstring(l, data.as_ptr().cast(), data.len());
-        let mut nargs = 3;
-        ffi::lua_getfield(l, handlers, c"handler_args".as_ptr());
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            let args = ffi::lua_gettop(l);
-            let n = ffi::lua_rawlen(l, args) as c_int;
-            if n > 0 && ffi::lua_checkstack(l, n + 2) == 0 {
-                ffi::lua_settop(l, top);
-                return;
-            }
-            for i in 1..=n {
-                ffi::lua_rawgeti(l, args, ffi::lua_Integer::from(i));
-            }
-            ffi::lua_remove(l, args);
-            nargs += n;
-        } else {
-            ffi::lua_settop(l, -2);
+        for i in 1..=n {
+            ffi::lua_rawgeti(l, args, ffi::lua_Integer::from(i));
         }
-        if ffi::lua_pcall(l, nargs, 0, 0) != 0 {
+        if ffi::lua_pcall(l, 3 + n, 0, 0) != 0 {
             let text = error_text(l);
             log_error(l, &format!("message handler error: runtime error: {text}"));
         }
