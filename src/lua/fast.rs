@@ -94,19 +94,22 @@ pub struct Slow {
 /// Its address is the registry key of `Slow::rest`.
 static REST: u8 = 0;
 
+/// A raw function as a C closure: upvalue 1 is the mlua version, upvalue 2 the conn metatable
+/// once `conn_at` has found it (nil until then).
 fn closure(lua: &Lua, f: ffi::lua_CFunction, slow: Function) -> mlua::Result<Function> {
-    // SAFETY: inside mlua's protected call with `slow` pushed; lua_pushcclosure pops it as the
-    // closure's upvalue and pushes the closure, the call's one result.
+    // SAFETY: inside mlua's protected call with `slow` pushed; lua_pushcclosure pops it and
+    // the nil as the closure's upvalues and pushes the closure, the call's one result.
     unsafe {
         lua.exec_raw::<Function>(slow, |l| {
-            ffi::lua_pushcclosure(l, f, 1);
+            ffi::lua_pushnil(l);
+            ffi::lua_pushcclosure(l, f, 2);
         })
     }
 }
 
 /// The `Conn` of the value at `idx`, if it is a live conn.
 ///
-/// SAFETY (callers): `l` is the running state; the returned reference is valid while the
+/// SAFETY (callers): `l` is the running state, inside a closure made by `closure`; the returned reference is valid while the
 /// value stays on the stack (a conn on the stack cannot be collected; mlua replaces the
 /// metatable of a destroyed one, so the check below fails for it).
 unsafe fn conn_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a Conn> {
@@ -115,11 +118,20 @@ unsafe fn conn_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a Conn> {
         if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(l, idx) == 0 {
             return None;
         }
-        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, key());
-        let same = ffi::lua_rawequal(l, -1, -2) != 0;
-        ffi::lua_settop(l, -3);
-        if !same {
-            return None;
+        // The running closure keeps the metatable it found last (upvalue 2): a registry lookup
+        // less per call.
+        if ffi::lua_rawequal(l, -1, ffi::lua_upvalueindex(2)) != 0 {
+            ffi::lua_settop(l, -2);
+        } else {
+            ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, key());
+            let same = ffi::lua_rawequal(l, -1, -2) != 0;
+            if same {
+                ffi::lua_replace(l, ffi::lua_upvalueindex(2));
+            }
+            ffi::lua_settop(l, if same { -2 } else { -3 });
+            if !same {
+                return None;
+            }
         }
         if ffi::lua_getuservalue(l, idx) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, -2);
