@@ -93,6 +93,16 @@ pub fn slow(lua: &Lua) -> mlua::Result<super::fast::Slow> {
         dirty: lua.create_function(api(|_, c: Value| {
             Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
         }))?,
+        wssend: lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
+            match conn::opt_conn(1, "wssend", c)? {
+                Some(ud) => send(lua, &ud, op, data, "wssend"),
+                None => Ok((false, Some(Error::NotConnected.to_string()))),
+            }
+        }))?,
+        send: lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
+            send(lua, &this(c, "send")?, op, data, "send")
+        }))?,
+        wait: lua.create_function(api(super::wait::wait))?,
         rest: lua.create_function(|lua, (c, began_open, nbytes): (AnyUserData, bool, usize)| {
             receive_rest(lua, &c, began_open, nbytes)
         })?,
