@@ -66,7 +66,8 @@ luarocks:
 dist: module
 	tools/dist.sh
 
-# Benchmarks: luws from Lua 5.1 against a pure-Rust tungstenite client. See bench/.
+# Benchmarks: luws from Lua 5.1 against a pure-Rust tungstenite client (the
+# ceiling) and a minimal C Lua module (the floor), and the same under LuaJIT. See bench/.
 #   make bench        the full run; writes bench/results.md
 #   make bench-smoke  small counts, < 60 s, fails only if something does not run (for CI)
 
@@ -75,19 +76,33 @@ LUWS_SO      := target/release/libluws.so
 # Lua 5.1.5's sources as the lua-src crate ships them (for a Lua host with symbols; optional).
 LUA51_SRC    := $(firstword $(wildcard $(or $(CARGO_HOME),$(HOME)/.cargo)/registry/src/*/lua-src-*/lua-5.1.5))
 
-# The module as `require "luws"` finds it, and the bench crate (own lock, own target dir).
+# luws built for LuaJIT, in a target dir of its own (only `make bench` builds it).
+LUWS_JIT_TARGET := $(BENCH_TARGET)/luws-luajit
+FLOOR_CFLAGS := -std=c99 -Wall -Wextra -O2 -fPIC -shared
+
+# The module as `require "luws"` finds it, the C floor as luws.so against Lua 5.1's and
+# LuaJIT's headers (LuaJIT's only when they are there), and the bench crate (own lock, own
+# target dir).
 define bench_prepare
 	test -f $(LUWS_SO) || cargo build --release
-	mkdir -p $(BENCH_TARGET)/lua51
+	mkdir -p $(BENCH_TARGET)/lua51 $(BENCH_TARGET)/floor51 $(BENCH_TARGET)/floor-jit
 	cp $(LUWS_SO) $(BENCH_TARGET)/lua51/luws.so
+	cc $(FLOOR_CFLAGS) -I/usr/include/lua5.1 -o $(BENCH_TARGET)/floor51/luws.so bench/floor/luws_floor.c
+	if test -f /usr/include/luajit-2.1/lua.h; then \
+	  cc $(FLOOR_CFLAGS) -I/usr/include/luajit-2.1 -o $(BENCH_TARGET)/floor-jit/luws.so bench/floor/luws_floor.c; \
+	else rm -f $(BENCH_TARGET)/floor-jit/luws.so; fi
 	CARGO_TARGET_DIR=$(BENCH_TARGET) cargo build --release --manifest-path bench/Cargo.toml
 endef
+BENCH_FLOORS := --floor-dir $(BENCH_TARGET)/floor51 --floor-jit-dir $(BENCH_TARGET)/floor-jit
 
 .PHONY: bench bench-smoke
 
 bench:
-	bash -c '. tools/lib.sh && apt_need valgrind strace'
+	bash -c '. tools/lib.sh && apt_need valgrind strace luajit liblua5.1-0-dev libluajit-5.1-dev'
 	$(bench_prepare)
+	CARGO_TARGET_DIR=$(LUWS_JIT_TARGET) cargo build --release --no-default-features --features luajit,module,tls-native
+	mkdir -p $(BENCH_TARGET)/luajit
+	cp $(LUWS_JIT_TARGET)/release/libluws.so $(BENCH_TARGET)/luajit/luws.so
 	# The same code unstripped, only so callgrind can name luws's functions.
 	CARGO_TARGET_DIR=$(BENCH_TARGET)/luws-sym CARGO_PROFILE_RELEASE_STRIP=none cargo build --release
 	mkdir -p $(BENCH_TARGET)/lua51-sym
@@ -99,9 +114,11 @@ bench:
 	  $(filter-out %/luac.c %/print.c %/lua.c,$(wildcard $(LUA51_SRC)/*.c)) -lm -ldl,\
 	  rm -f $(BENCH_TARGET)/lua51-sym/lua5.1)
 	$(BENCH_TARGET)/release/luws-bench run --lua-dir $(BENCH_TARGET)/lua51 \
-	  --sym-lua-dir $(BENCH_TARGET)/lua51-sym --out bench/results.md
+	  --sym-lua-dir $(BENCH_TARGET)/lua51-sym $(BENCH_FLOORS) --jit-dir $(BENCH_TARGET)/luajit \
+	  --out bench/results.md
 
+# The floor runs here too (tiny counts), so it cannot rot; luws for LuaJIT only if built already.
 bench-smoke:
 	$(bench_prepare)
 	$(BENCH_TARGET)/release/luws-bench run --smoke --lua-dir $(BENCH_TARGET)/lua51 \
-	  --out $(BENCH_TARGET)/results-smoke.md
+	  $(BENCH_FLOORS) --jit-dir $(BENCH_TARGET)/luajit --out $(BENCH_TARGET)/results-smoke.md

@@ -66,10 +66,12 @@ else
   RF+=" -C link-arg=-Wl,-z,max-page-size=4096 -C link-arg=-Wl,-z,common-page-size=4096"
   RF+=" -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
   RF+=" --cfg getrandom_backend=\"custom\""
-  # Size budget (<= 2 MiB): no panic file/line strings, Debug output shallow (type
-  # names only; Display is unchanged), std size-optimised paths.
-  RF+=" ${LUWS_SIZE_RUSTFLAGS--Zlocation-detail=none -Zfmt-debug=shallow}"
-  STD_FEATURES="${LUWS_STD_FEATURES-panic-unwind,optimize_for_size}"
+  # Size budget (<= 2 MiB): no panic file/line strings, no Debug output (luws shows users
+  # only Display text, and takes rustls's names from rustls, not from Debug; ~37 KB less
+  # than fmt-debug=shallow), std size-optimised paths, and backtraces without symbol names
+  # (~33 KB: the demangler; luws turns panics into Lua errors and prints no backtrace).
+  RF+=" ${LUWS_SIZE_RUSTFLAGS--Zlocation-detail=none -Zfmt-debug=none}"
+  STD_FEATURES="${LUWS_STD_FEATURES-panic-unwind,optimize_for_size,backtrace-trace-only}"
 fi
 export "CC_$TL=$CC_BIN" "CFLAGS_$TL=$CFL -ffunction-sections -fdata-sections" "AR_$TL=$GNU_TRIPLE-ar"
 export "CARGO_TARGET_${TU}_LINKER=$CC_BIN"

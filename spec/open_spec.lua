@@ -216,6 +216,46 @@ describe("wsopen", function()
     end)
   end)
 
+  describe("against Python websockets (an independent server)", function()
+    local function first_message(url, opts)
+      local handler, got = H.recorder()
+      local conn = H.open(url, handler, opts)
+      assert.is_true(H.pump(conn, function() return #got >= 1 end, 5))
+      local url_now, _, _, headers = conn:url(), conn:response()
+      luws.wsclose(conn)
+      return got[1][2], url_now, headers
+    end
+
+    it("shows the extra headers of its 101 in conn:response()", function()
+      local conn = H.open(echo.url("/"), function() end, { protocols = { "chat" } })
+      local status, _, headers = conn:response()
+      assert.equal(101, status)
+      assert.matches("^websockets/%d", headers["x-luws-peer"])
+      assert.equal("chat", conn:protocol())
+      luws.wsclose(conn)
+    end)
+
+    it("follows its redirects, keeping credentials on the same host and dropping them elsewhere", function()
+      local function via(code, to) return "/redirect?code=" .. code .. "&to=" .. to:gsub(":", "%%3A") end
+      local same = echo.url(via(302, echo.url("/headers"))):gsub("^ws://", "ws://user:pw@")
+      local request, url = first_message(same, { follow_redirects = 1 })
+      assert.matches("Authorization: Basic dXNlcjpwdw==", request, 1, true)
+      assert.equal(echo.url("/headers"), url)
+      local elsewhere = echo.url("/headers"):gsub("127%.0%.0%.1", "localhost")
+      local other = echo.url(via(307, elsewhere)):gsub("^ws://", "ws://user:pw@")
+      request, url = first_message(other, { follow_redirects = 1,
+        upgrade_headers = { Authorization = "Bearer secret" } })
+      assert.is_nil(request:find("Authorization", 1, true), request)
+      assert.equal(elsewhere, url)
+    end)
+
+    it("a redirect to itself is a loop", function()
+      local ok, err = luws.wsopen(echo.url("/redirect?code=301&to=self"), function() end, { follow_redirects = 3 })
+      assert.is_false(ok)
+      assert.equal("upgrade failed; redirect loop", err)
+    end)
+  end)
+
   describe("follow_redirects", function()
     local function enc(v)
       return (v:gsub("[^%w%-%._~/]", function(ch) return ("%%%02X"):format(ch:byte()) end))

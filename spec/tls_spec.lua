@@ -209,4 +209,84 @@ describe("wss://", function()
     assert.equal("Failed SSL negotation: timeout", err)
     assert.is_true(t >= 0.4 and t < 3, "took " .. t)
   end)
+
+  describe("ssl_pin", function()
+    -- The README's command: the SHA-256 of the certificate's SubjectPublicKeyInfo, in base64.
+    local function pin_of(cert)
+      local p = io.popen("openssl x509 -in '" .. cert .. "' -pubkey -noout" ..
+        " | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl enc -base64")
+      local b64 = p:read("*l")
+      p:close()
+      assert.equal(44, #b64)
+      return "sha256//" .. b64
+    end
+    local wrong = "sha256//" .. string.rep("A", 43) .. "="
+
+    it("connects to a self-signed server whose key matches, without any CA", function()
+      local pin = pin_of(H.servers.tls_cert(true))
+      assert.equal("over tls", echo_once(self_signed.url("/"), { ssl_pin = pin }))
+      -- One slash, as the issue of this feature spelled it, is accepted too.
+      assert.equal("over tls", echo_once(self_signed.url("/"), { ssl_pin = pin:gsub("//", "/") }))
+    end)
+
+    it("refuses a server whose key matches no pin, before sending anything", function()
+      local id = H.id()
+      local ok, err = echo_once(ca_signed.url("/echo?id=" .. id), { ssl_pin = wrong })
+      assert.is_nil(ok)
+      assert.equal("Failed SSL negotation: certificate verify failed: public key does not match ssl_pin", err)
+      local log = ca_signed:log(id, nil, 0.5)
+      assert.is_nil(find(log, "^open"), table.concat(log, "\n"))
+    end)
+
+    it("accepts any of several pins (a list, or curl's ';'-separated string)", function()
+      local pin = pin_of(H.servers.tls_cert(true))
+      assert.equal("over tls", echo_once(self_signed.url("/"), { ssl_pin = { wrong, pin } }))
+      assert.equal("over tls", echo_once(self_signed.url("/"), { ssl_pin = wrong .. ";" .. pin }))
+    end)
+
+    it("with ssl_verify = 'peer' needs both: the CA and the pin", function()
+      local pin = pin_of(H.servers.tls_cert("ca"))
+      local ca = H.servers.tls_ca()
+      local id = H.id()
+      assert.equal("over tls", echo_once(ca_signed.url("/echo?id=" .. id),
+        { ssl_verify = "peer", ssl_cafile = ca, ssl_pin = pin }))
+      local _, err = echo_once(ca_signed.url("/echo"), { ssl_verify = "peer", ssl_pin = pin })
+      assert.equal("Failed SSL negotation: certificate verify failed: unknown issuer", err)
+      _, err = echo_once(ca_signed.url("/echo"), { ssl_verify = "peer", ssl_cafile = ca, ssl_pin = wrong })
+      assert.equal("Failed SSL negotation: certificate verify failed: public key does not match ssl_pin", err)
+    end)
+
+    it("raises on a pin that is not sha256//<base64 of 32 bytes>", function()
+      for _, bad in ipairs({ "sha1//AAAA", "sha256//AAAA", "sha256//" .. string.rep("*", 44), "AAAA" }) do
+        local ok, err = pcall(luws.wsopen, self_signed.url("/"), function() end, { ssl_pin = bad })
+        assert.is_false(ok)
+        assert.matches("^bad option 'ssl_pin' to 'wsopen' %(", err)
+      end
+    end)
+  end)
+
+  describe("ssl_servername", function()
+    it("sends and verifies another name than the URL's host (a hub reached by IP)", function()
+      local hub = H.server("bad", { tls = "wrong_host" }) -- its certificate names wrong.example only
+      local ca = H.servers.tls_ca()
+      local url = hub.url("/echo"):gsub("localhost", "127.0.0.1")
+      local _, err = echo_once(url, { ssl_verify = "peer", ssl_cafile = ca })
+      assert.equal("Failed SSL negotation: certificate verify failed: hostname mismatch", err)
+      local id = H.id()
+      assert.equal("over tls", echo_once(url .. "?id=" .. id,
+        { ssl_verify = "peer", ssl_cafile = ca, ssl_servername = "wrong.example" }))
+      assert.equal("sni wrong.example", find(hub:log(id, "sni"), "^sni"))
+    end)
+
+    it("raises on a value that is no host name", function()
+      for _, bad in ipairs({ "", "a b", "bad_name.example", string.rep("a", 64) .. ".example" }) do
+        local ok, err = pcall(luws.wsopen, self_signed.url("/"), function() end, { ssl_servername = bad })
+        assert.is_false(ok)
+        assert.matches("^bad option 'ssl_servername' to 'wsopen' %(", err)
+      end
+      local ok, err = pcall(luws.wsopen, self_signed.url("/"), function() end, { ssl_servername = 5 })
+      assert.is_false(ok)
+      assert.equal("bad option 'ssl_servername' to 'wsopen' (string expected, got number)", err)
+    end)
+  end)
 end)

@@ -1,7 +1,8 @@
 //! Opening a connection without ever blocking — the one opener of both APIs (`wsopen` drives it
 //! with a poll loop, `open`; verawebsockets' `loop()` steps it): name resolution on a helper
 //! thread, a non-blocking TCP connect (or a socket the caller connected: the `connect` option),
-//! TLS stepped through its mid-handshake state, and the upgrade written and read as the socket
+//! the proxy exchange when there is a proxy (`tunnel`), TLS stepped through its mid-handshake
+//! state (end to end, through the tunnel), and the upgrade written and read as the socket
 //! allows. The owner calls `advance` whenever `interest` says the socket is ready (or the
 //! deadline passes).
 
@@ -14,14 +15,16 @@ use std::time::Instant;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::error::{Error, IoFailure, UpgradeFailure};
+use crate::error::{Error, IoFailure, ProxyFailure, UpgradeFailure};
 use crate::handshake::{self, Request, Verdict};
+use crate::proxy::{Proxy, ProxyKind};
 use crate::session::Session;
 use crate::spec::OpenSpec;
 use crate::stream::NoBlock;
 use crate::sys::Interest;
 use crate::tcp;
-use crate::tls::{Connector, Handshake, MidHandshake};
+use crate::tls::{Connector, Handshake, MidHandshake, TlsStream};
+use crate::tunnel::{Target, Tunnel, Want};
 use crate::wire::{Transport, Wire};
 
 /// Where the opening stands.
@@ -31,10 +34,16 @@ enum Stage {
         answer: mpsc::Receiver<Resolved>,
         wake: UnixStream,
     },
-    /// A TCP connect is in flight; `rest` are the addresses to try next.
+    /// A TCP connect (to the peer, or to the proxy) is in flight; `rest` are the addresses to
+    /// try next.
     Tcp {
         sock: Socket,
         rest: Vec<SocketAddr>,
+    },
+    /// Asking the proxy for a tunnel.
+    Tunnel {
+        tcp: TcpStream,
+        tunnel: Box<Tunnel>,
     },
     Tls(Box<MidHandshake>),
     /// Writing the request (`sent` bytes so far), then reading the response into `buf`.
@@ -44,16 +53,23 @@ enum Stage {
         sent: usize,
         buf: Vec<u8>,
     },
+    /// Failed before anything started (`proxy = "env"` found a bad value).
+    Failed(Error),
     /// Finished or failed; nothing more to do.
     Over,
 }
 
-/// What the resolver found: the peer's addresses (unless the caller brought a socket), and the
-/// `notify` target's.
-type Resolved = (
-    Option<Result<Vec<SocketAddr>, IoFailure>>,
-    Option<Result<Vec<SocketAddr>, IoFailure>>,
-);
+/// A lookup's answer.
+type Lookup = Option<Result<Vec<SocketAddr>, IoFailure>>;
+
+/// What the resolver found: where to connect (the peer, or the proxy; nothing when the caller
+/// brought a socket), the `notify` target, and the peer's address for a `socks5` proxy (which
+/// resolves nothing itself).
+struct Resolved {
+    first_hop: Lookup,
+    notify: Lookup,
+    socks_target: Lookup,
+}
 
 /// A connection being opened.
 pub struct Connecting {
@@ -70,6 +86,10 @@ pub struct Connecting {
     visited: Vec<String>,
     /// The caller brought the socket: it leads to one place, so redirects are not followed.
     socket_given: bool,
+    /// The proxy of the current hop, if any.
+    proxy: Option<Proxy>,
+    /// Where a `socks5` proxy is to connect (resolved here).
+    socks_target: Option<SocketAddr>,
 }
 
 /// What `advance` achieved.
@@ -82,32 +102,54 @@ impl Connecting {
     /// Starts opening; returns at once. `socket`: a TCP connection the caller made (the
     /// `connect` option), which enters at the TLS or upgrade stage.
     pub fn start(spec: OpenSpec, socket: Option<TcpStream>) -> Connecting {
-        let stage = Connecting::resolving(&spec, socket.is_none());
-        Connecting {
+        let mut c = Connecting {
             connect_deadline: Instant::now() + spec.connect_timeout,
             redirects_left: spec.follow_redirects,
             visited: vec![spec.endpoint.url()],
             socket_given: socket.is_some(),
             spec,
-            stage,
+            stage: Stage::Over,
             notify_addr: None,
             socket,
             handshake_deadline: None,
-        }
+            proxy: None,
+            socks_target: None,
+        };
+        c.stage = c.resolving();
+        c
     }
 
-    /// The first stage: the names to look up (the peer's, unless the caller brought a socket;
-    /// the `notify` target's).
-    fn resolving(spec: &OpenSpec, peer_too: bool) -> Stage {
-        let (tx, answer) = mpsc::channel();
-
-        let peer = peer_too.then(|| (spec.endpoint.host.clone(), spec.endpoint.port));
+    /// The first stage: the names to look up (the peer's or its proxy's, unless the caller
+    /// brought a socket; the `notify` target's; the peer's for a `socks5` proxy).
+    fn resolving(&mut self) -> Stage {
+        let spec = &self.spec;
+        let peer_too = !self.socket_given;
+        self.proxy = match peer_too
+            .then(|| {
+                spec.proxy
+                    .for_endpoint(&spec.endpoint, |k| std::env::var(k).ok())
+            })
+            .transpose()
+        {
+            Ok(p) => p.flatten(),
+            Err(e) => return Stage::Failed(Error::Proxy(e)),
+        };
+        self.socks_target = None;
+        let target = (spec.endpoint.host.clone(), spec.endpoint.port);
+        let (first_hop, socks_target) = match &self.proxy {
+            None => (peer_too.then_some(target), None),
+            Some(p) => (
+                Some((p.host.clone(), p.port)),
+                (p.kind == ProxyKind::Socks5).then_some(target),
+            ),
+        };
         let notify = spec.notify.as_ref().map(|t| (t.host.clone(), t.port));
         let literal = |h: &Option<(String, u16)>| {
             h.as_ref()
                 .is_none_or(|(h, _)| h.parse::<std::net::IpAddr>().is_ok())
         };
-        let inline = literal(&peer) && literal(&notify);
+        let inline = literal(&first_hop) && literal(&notify) && literal(&socks_target);
+        let (tx, answer) = mpsc::channel();
         match UnixStream::pair() {
             Ok((wake, signal)) => {
                 let _ = wake.set_nonblocking(true);
@@ -117,7 +159,11 @@ impl Connecting {
                 let resolve = move || {
                     let look_up =
                         |h: &Option<(String, u16)>| h.as_ref().map(|(h, p)| tcp::resolve(h, *p));
-                    let _ = tx.send((look_up(&peer), look_up(&notify)));
+                    let _ = tx.send(Resolved {
+                        first_hop: look_up(&first_hop),
+                        notify: look_up(&notify),
+                        socks_target: look_up(&socks_target),
+                    });
                     crate::sys::poke(signal.as_raw_fd());
                 };
                 if inline {
@@ -169,7 +215,7 @@ impl Connecting {
         self.spec.endpoint = next;
         self.connect_deadline = Instant::now() + self.spec.connect_timeout;
         self.handshake_deadline = None;
-        self.stage = Connecting::resolving(&self.spec, true);
+        self.stage = self.resolving();
         Ok(Progress::Pending)
     }
 
@@ -185,6 +231,13 @@ impl Connecting {
         match &self.stage {
             Stage::Resolving { wake, .. } => Some((wake.as_raw_fd(), Interest::Read)),
             Stage::Tcp { sock, .. } => Some((sock.as_raw_fd(), Interest::Write)),
+            Stage::Tunnel { tcp, tunnel } => Some((
+                tcp.as_raw_fd(),
+                match tunnel.want() {
+                    Want::Write => Interest::Write,
+                    _ => Interest::Read,
+                },
+            )),
             Stage::Tls(mid) => Some((mid.tcp().as_raw_fd(), Interest::Read)),
             Stage::Upgrade {
                 transport,
@@ -199,7 +252,7 @@ impl Connecting {
                     Interest::Read
                 },
             )),
-            Stage::Over => None,
+            Stage::Failed(_) | Stage::Over => None,
         }
     }
 
@@ -233,11 +286,16 @@ impl Connecting {
             let stage = std::mem::replace(&mut self.stage, Stage::Over);
             let next = match stage {
                 Stage::Resolving { answer, wake } => match answer.try_recv() {
-                    Ok((peer, notify)) => {
-                        if let (Some(t), Some(found)) = (&self.spec.notify, notify) {
+                    Ok(found) => {
+                        if let (Some(t), Some(found)) = (&self.spec.notify, found.notify) {
                             self.notify_addr = Some(tcp::first_address(t, found)?);
                         }
-                        match (self.socket.take(), peer) {
+                        match found.socks_target {
+                            Some(Ok(addrs)) => self.socks_target = addrs.into_iter().next(),
+                            Some(Err(reason)) => return Err(self.peer_error(reason)),
+                            None => {}
+                        }
+                        match (self.socket.take(), found.first_hop) {
                             (Some(tcp), _) => self.connected(tcp)?,
                             (None, Some(Ok(addrs))) => self.connect_next(addrs)?,
                             (None, Some(Err(reason))) => return Err(self.connect_error(reason)),
@@ -267,12 +325,16 @@ impl Connecting {
                         return Ok(Progress::Pending);
                     }
                 }
+                Stage::Tunnel { tcp, tunnel } => match self.step_tunnel(tcp, tunnel)? {
+                    Some(next) => next,
+                    None => return Ok(Progress::Pending),
+                },
                 Stage::Tls(mid) => {
                     if now >= self.connect_deadline {
                         return Err(Error::Tls("timeout".into()));
                     }
                     match mid.resume().map_err(Error::Tls)? {
-                        Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s)))?,
+                        Handshake::Done(s) => self.secured(s)?,
                         Handshake::Pending(mid) => {
                             self.stage = Stage::Tls(Box::new(mid));
                             return Ok(Progress::Pending);
@@ -285,6 +347,7 @@ impl Connecting {
                     sent,
                     buf,
                 } => return self.step_upgrade(transport, req, sent, buf),
+                Stage::Failed(e) => return Err(e),
                 // The resolver thread or its wake-up socket could not be made.
                 Stage::Over => return Err(self.connect_error(IoFailure::HostNotFound)),
             };
@@ -292,12 +355,66 @@ impl Connecting {
         }
     }
 
+    /// A failure to reach the first hop: the peer, or the proxy.
     fn connect_error(&self, reason: IoFailure) -> Error {
+        match &self.proxy {
+            Some(p) => Error::Proxy(ProxyFailure::Connect {
+                host: p.host.clone(),
+                port: p.port,
+                reason,
+            }),
+            None => self.peer_error(reason),
+        }
+    }
+
+    /// A failure to reach the peer itself (or to resolve its name).
+    fn peer_error(&self, reason: IoFailure) -> Error {
         Error::Connect {
             host: self.spec.endpoint.host.clone(),
             port: self.spec.endpoint.port,
             reason,
         }
+    }
+
+    /// Writes and reads the proxy exchange as far as the socket allows; `Some(stage)` once the
+    /// tunnel is open, `None` to wait.
+    fn step_tunnel(
+        &mut self,
+        mut tcp: TcpStream,
+        mut tunnel: Box<Tunnel>,
+    ) -> Result<Option<Stage>, Error> {
+        let fail = |f: ProxyFailure| Err(Error::Proxy(f));
+        let io_fail = |e: io::Error| match IoFailure::from(&e) {
+            IoFailure::Closed => ProxyFailure::Closed,
+            f => ProxyFailure::Io(f),
+        };
+        loop {
+            match tunnel.want() {
+                Want::Write => match tcp.write(tunnel.output()).no_block() {
+                    Ok(Some(n)) => tunnel.wrote(n),
+                    Ok(None) => break,
+                    Err(e) => return fail(io_fail(e)),
+                },
+                Want::Read(n) => {
+                    let mut chunk = [0u8; 8];
+                    let n = n.min(chunk.len());
+                    match tcp.read(&mut chunk[..n]).no_block() {
+                        Ok(Some(0)) => return fail(ProxyFailure::Closed),
+                        Ok(Some(got)) => {
+                            tunnel.received(&chunk[..got]).map_err(Error::Proxy)?;
+                        }
+                        Ok(None) => break,
+                        Err(e) => return fail(io_fail(e)),
+                    }
+                }
+                Want::Done => return self.through(tcp).map(Some),
+            }
+        }
+        if Instant::now() >= self.connect_deadline {
+            return fail(ProxyFailure::Timeout);
+        }
+        self.stage = Stage::Tunnel { tcp, tunnel };
+        Ok(None)
     }
 
     /// Starts a non-blocking connect to the first address that does not fail at once.
@@ -339,21 +456,53 @@ impl Connecting {
         }
     }
 
+    /// Connected to the first hop: ask the proxy for a tunnel, or go on to the peer.
     fn connected(&mut self, tcp: TcpStream) -> Result<Stage, Error> {
         tcp::tune(&tcp);
         tcp.set_nonblocking(true)
             .map_err(|e| self.connect_error(IoFailure::from(&e)))?;
+        if self.socket_given {
+            return self.through(tcp);
+        }
+        let Some(proxy) = &self.proxy else {
+            return self.through(tcp);
+        };
+        let target = match self.socks_target {
+            Some(addr) => Target::Addr(addr),
+            None => Target::Name(self.spec.endpoint.host.clone(), self.spec.endpoint.port),
+        };
+        let tunnel = Tunnel::new(proxy, &target).map_err(Error::Proxy)?;
+        Ok(Stage::Tunnel {
+            tcp,
+            tunnel: Box::new(tunnel),
+        })
+    }
+
+    /// A connection that leads to the peer: TLS (for `wss`), then the upgrade.
+    fn through(&mut self, tcp: TcpStream) -> Result<Stage, Error> {
         if !self.spec.endpoint.secure {
             return self.upgrade(Transport::Plain(tcp));
         }
         let connector = Connector::new(&self.spec.tls).map_err(Error::Tls)?;
-        match connector
-            .start(&self.spec.endpoint.host, tcp)
-            .map_err(Error::Tls)?
-        {
-            Handshake::Done(s) => self.upgrade(Transport::Tls(Box::new(s))),
+        let name = self
+            .spec
+            .tls
+            .servername
+            .as_deref()
+            .unwrap_or(&self.spec.endpoint.host);
+        match connector.start(name, tcp).map_err(Error::Tls)? {
+            Handshake::Done(s) => self.secured(s),
             Handshake::Pending(mid) => Ok(Stage::Tls(Box::new(mid))),
         }
+    }
+
+    /// TLS is up: the pinned key must match (`ssl_pin`) before a byte is sent.
+    fn secured(&mut self, s: TlsStream) -> Result<Stage, Error> {
+        if !self.spec.tls.pins.is_empty() {
+            crate::tls::check_pin(&s, &self.spec.tls.pins)
+                .map_err(|f| Error::Tls(f.to_string()))?;
+        }
+        self.upgrade(Transport::Tls(Box::new(s)))
     }
 
     fn upgrade(&mut self, transport: Transport) -> Result<Stage, Error> {

@@ -35,6 +35,10 @@ pub enum Error {
     #[error("Failed SSL negotation: {0}")]
     Tls(String),
 
+    /// The proxy could not be reached or did not open a tunnel (its text says which).
+    #[error("{0}")]
+    Proxy(ProxyFailure),
+
     /// The HTTP upgrade did not produce a WebSocket.
     #[error("upgrade failed; {0}")]
     Upgrade(UpgradeFailure),
@@ -201,6 +205,107 @@ pub enum UpgradeFailure {
     /// Any other socket error.
     #[error("{0}")]
     Io(IoFailure),
+}
+
+/// Why a proxy gave no tunnel (the `proxy` option).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProxyFailure {
+    /// The TCP connection to the proxy failed.
+    #[error("proxy: connection to {host}:{port} failed: {reason}")]
+    Connect {
+        host: String,
+        port: u16,
+        reason: IoFailure,
+    },
+    /// An HTTP proxy answered CONNECT with another status than 2xx: that status and reason.
+    #[error("proxy refused: {0}")]
+    Refused(String),
+    /// A SOCKS5 proxy's reply code other than success.
+    #[error("proxy: SOCKS5 {0}")]
+    Socks(SocksReply),
+    /// The SOCKS5 proxy accepts none of the methods offered (it wants a user and password
+    /// and the proxy URL has none, or the reverse).
+    #[error("proxy: SOCKS5 no acceptable authentication method")]
+    NoAcceptableAuth,
+    #[error("proxy: SOCKS5 authentication failed")]
+    AuthFailed,
+    /// SOCKS5 carries a host name in at most 255 bytes.
+    #[error("proxy: SOCKS5 host name over 255 bytes")]
+    NameTooLong,
+    /// The proxy exchange did not finish within `connect_timeout`.
+    #[error("proxy: timeout")]
+    Timeout,
+    /// The proxy hung up before the tunnel was open.
+    #[error("proxy: closed")]
+    Closed,
+    /// The proxy's answer is not of its protocol.
+    #[error("proxy: bad answer")]
+    BadAnswer,
+    #[error("proxy: answer too large")]
+    TooLarge,
+    /// `proxy = "env"` found a variable whose value is no proxy URL.
+    #[error("proxy: bad {var} ({why})")]
+    BadEnv {
+        var: &'static str,
+        why: ProxyUrlProblem,
+    },
+    #[error("proxy: {0}")]
+    Io(IoFailure),
+}
+
+/// What is wrong with a proxy URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ProxyUrlProblem {
+    #[error("scheme must be http://, socks5:// or socks5h://")]
+    Scheme,
+    #[error("malformed proxy URL")]
+    Malformed,
+    #[error("no host")]
+    NoHost,
+    #[error("a proxy URL has no path, query or fragment")]
+    Path,
+    /// RFC 1929 carries each of user and password in at most 255 bytes.
+    #[error("SOCKS5 user and password are at most 255 bytes each")]
+    CredentialsTooLong,
+}
+
+/// A SOCKS5 reply code (RFC 1928 §6), in the RFC's words.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum SocksReply {
+    #[error("general failure")]
+    GeneralFailure,
+    #[error("connection not allowed by ruleset")]
+    NotAllowed,
+    #[error("network unreachable")]
+    NetworkUnreachable,
+    #[error("host unreachable")]
+    HostUnreachable,
+    #[error("connection refused")]
+    ConnectionRefused,
+    #[error("TTL expired")]
+    TtlExpired,
+    #[error("command not supported")]
+    CommandNotSupported,
+    #[error("address type not supported")]
+    AddressTypeNotSupported,
+    #[error("reply {0}")]
+    Other(u8),
+}
+
+impl SocksReply {
+    pub fn from_code(code: u8) -> SocksReply {
+        match code {
+            1 => SocksReply::GeneralFailure,
+            2 => SocksReply::NotAllowed,
+            3 => SocksReply::NetworkUnreachable,
+            4 => SocksReply::HostUnreachable,
+            5 => SocksReply::ConnectionRefused,
+            6 => SocksReply::TtlExpired,
+            7 => SocksReply::CommandNotSupported,
+            8 => SocksReply::AddressTypeNotSupported,
+            n => SocksReply::Other(n),
+        }
+    }
 }
 
 /// Why a send failed (the text after `send error: `).

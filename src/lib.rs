@@ -24,6 +24,7 @@ pub mod lws_reason;
 pub mod notify;
 pub mod open;
 pub mod poll;
+pub mod proxy;
 pub mod reconnect;
 pub mod response;
 pub mod session;
@@ -32,6 +33,7 @@ pub mod stream;
 pub mod sys;
 pub mod tcp;
 pub mod tls;
+pub mod tunnel;
 pub mod unmask;
 pub mod wire;
 

@@ -1,7 +1,7 @@
 //! The verawebsockets (libwebsockets 2.4) words for a failed connection, so event-1 handlers
 //! written for Vera's library keep matching. The full luws message travels alongside.
 
-use crate::error::{Error, IoFailure, UpgradeFailure, UrlProblem};
+use crate::error::{Error, IoFailure, ProxyFailure, UpgradeFailure, UrlProblem};
 
 /// The libwebsockets 2.4 `LWS_CALLBACK_CLIENT_CONNECTION_ERROR` reason for `e`.
 pub fn lws_reason(e: &Error) -> &'static str {
@@ -20,6 +20,14 @@ pub fn lws_reason(e: &Error) -> &'static str {
             ..
         } => "timeout",
         Error::Connect { .. } | Error::ConnectFunction(_) | Error::NoSocket => "connect failed",
+        // libwebsockets 2.4 as Vera built it has no proxy support, so no words to keep: the
+        // connect ones (the full text says which proxy failure).
+        Error::Proxy(ProxyFailure::Timeout)
+        | Error::Proxy(ProxyFailure::Connect {
+            reason: IoFailure::Timeout,
+            ..
+        }) => "timeout",
+        Error::Proxy(_) => "connect failed",
         Error::Tls(r) if r.starts_with("cannot read") || r.starts_with("bad ") => {
             "lws_ssl_client_connect1 failed"
         }
@@ -74,5 +82,24 @@ mod tests {
             "getaddrinfo (ipv4) failed"
         );
         assert_eq!(connect(IoFailure::Refused), "connect failed");
+    }
+
+    #[test]
+    fn proxy_failures_read_as_connect_failures() {
+        let proxy = |f| lws_reason(&Error::Proxy(f));
+        assert_eq!(proxy(ProxyFailure::Timeout), "timeout");
+        assert_eq!(
+            proxy(ProxyFailure::Refused("407 x".into())),
+            "connect failed"
+        );
+        assert_eq!(
+            proxy(ProxyFailure::Connect {
+                host: "p".into(),
+                port: 1,
+                reason: IoFailure::Timeout
+            }),
+            "timeout"
+        );
+        assert_eq!(proxy(ProxyFailure::AuthFailed), "connect failed");
     }
 }

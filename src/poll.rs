@@ -30,21 +30,60 @@ impl PollInfo {
 /// timer) or `limit` passes (`None`: no limit); returns their indexes, in order. An item that
 /// is `None` waits for nothing.
 pub fn wait_any(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Result<Vec<usize>> {
+    let mut fds = vec![NO_FD; items.len()];
+    let mut owner = vec![0; items.len()];
+    let mut ready = vec![false; items.len()];
+    wait_into(items, limit, &mut fds, &mut owner, &mut ready)?;
+    Ok((0..items.len()).filter(|&i| ready[i]).collect())
+}
+
+/// How many items `wait_few` takes.
+pub const FEW: usize = 8;
+
+/// `wait_any` for a few items (unused ones `None`) without allocating: which are ready.
+pub fn wait_few(
+    items: &[Option<PollInfo>; FEW],
+    limit: Option<Duration>,
+) -> io::Result<[bool; FEW]> {
+    let mut fds = [NO_FD; FEW];
+    let mut owner = [0; FEW];
+    let mut ready = [false; FEW];
+    wait_into(items, limit, &mut fds, &mut owner, &mut ready)?;
+    Ok(ready)
+}
+
+const NO_FD: libc::pollfd = libc::pollfd {
+    fd: -1,
+    events: 0,
+    revents: 0,
+};
+
+/// The wait of `wait_any`, in the caller's storage (each slice as long as `items`); sets the
+/// flags in `ready` of the items that have work.
+fn wait_into(
+    items: &[Option<PollInfo>],
+    limit: Option<Duration>,
+    fds: &mut [libc::pollfd],
+    owner: &mut [usize],
+    ready: &mut [bool],
+) -> io::Result<()> {
     let now = Instant::now();
     let mut wake = limit.map(|l| now + l);
-    let mut fds = Vec::with_capacity(items.len());
-    let mut owner = Vec::with_capacity(items.len());
-    let mut ready: Vec<usize> = Vec::new();
+    let mut any_ready = false;
+    let mut any_due = false;
+    let mut n = 0;
     for (i, item) in items.iter().enumerate() {
         let Some(p) = item else { continue };
         if p.ready_now(now) {
-            ready.push(i);
+            ready[i] = true;
+            any_ready = true;
         }
         if let Some(d) = p.due {
+            any_due = true;
             wake = Some(wake.map_or(d, |w| w.min(d)));
         }
         if p.fd >= 0 {
-            fds.push(libc::pollfd {
+            fds[n] = libc::pollfd {
                 fd: p.fd,
                 // Input counts while waiting to write: the peer's Close, say, is work too.
                 events: match p.interest {
@@ -52,34 +91,35 @@ pub fn wait_any(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Resu
                     Interest::Write => libc::POLLIN | libc::POLLOUT,
                 },
                 revents: 0,
-            });
-            owner.push(i);
+            };
+            owner[n] = i;
+            n += 1;
         }
     }
-    let timeout = if ready.is_empty() {
-        wake.map(|w| w.saturating_duration_since(Instant::now()))
-    } else {
+    let timeout = if any_ready {
         Some(Duration::ZERO)
+    } else {
+        wake.map(|w| w.saturating_duration_since(now))
     };
-    if !fds.is_empty() || timeout.is_some() {
-        poll(&mut fds, timeout)?;
+    if n > 0 || timeout.is_some() {
+        poll(&mut fds[..n], timeout)?;
     }
-    let after = Instant::now();
-    for (k, p) in fds.iter().enumerate() {
+    // Only timers need the time after the wait.
+    let after = if any_due { Instant::now() } else { now };
+    for (k, p) in fds[..n].iter().enumerate() {
         let i = owner[k];
         let due = items[i].is_some_and(|p| p.due.is_some_and(|d| d <= after));
-        if (p.revents != 0 || due) && !ready.contains(&i) {
-            ready.push(i);
+        if p.revents != 0 || due {
+            ready[i] = true;
         }
     }
     for (i, item) in items.iter().enumerate() {
         // Timers of items without a descriptor.
-        if item.is_some_and(|p| p.fd < 0 && p.ready_now(after)) && !ready.contains(&i) {
-            ready.push(i);
+        if item.is_some_and(|p| p.fd < 0 && p.ready_now(after)) {
+            ready[i] = true;
         }
     }
-    ready.sort_unstable();
-    Ok(ready)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -128,5 +168,29 @@ mod tests {
         );
         std::io::Write::write_all(&mut b, b"x").unwrap();
         assert_eq!(wait_any(&[Some(p)], None).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn a_few_wait_as_many_do() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let p = PollInfo {
+            fd: a.as_raw_fd(),
+            interest: Interest::Read,
+            dirty: false,
+            due: None,
+        };
+        let mut items = [None; FEW];
+        items[1] = Some(p);
+        items[3] = Some(PollInfo { dirty: true, ..p });
+        let ready = wait_few(&items, Some(Duration::from_millis(20))).unwrap();
+        assert_eq!(ready.iter().filter(|&&r| r).count(), 1);
+        assert!(ready[3]);
+        items[3] = None;
+        assert_eq!(
+            wait_few(&items, Some(Duration::ZERO)).unwrap(),
+            [false; FEW]
+        );
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        assert!(wait_few(&items, None).unwrap()[1]);
     }
 }

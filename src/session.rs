@@ -236,6 +236,12 @@ pub struct Session<W: Wire = Transport> {
     ping_sent: Option<Instant>,
     /// Data may wait in buffers where poll(2) cannot see it (TLS, decoder, budget stop).
     maybe_buffered: bool,
+    /// tungstenite's last read found no complete frame in its buffer (it asked the stream for
+    /// more): while the socket has nothing either, a read can be skipped. It would zero its
+    /// 4 KiB read chunk (`FrameCodec::read_in`) only to hear WouldBlock.
+    decoder_empty: bool,
+    /// An event taken by `next_event` and given back (`unread`): the next call returns it.
+    unread: Option<Event>,
     /// Some outgoing bytes wait for the socket.
     pending_out: bool,
     /// Since when pending output has made no progress, and the byte count it had then.
@@ -280,6 +286,8 @@ impl<W: Wire> Session<W> {
             opened: (now, SystemTime::now()),
             ping_sent: None,
             maybe_buffered,
+            decoder_empty: !maybe_buffered,
+            unread: None,
             pending_out: false,
             stalled: None,
             we_closed: false,
@@ -477,8 +485,17 @@ impl<W: Wire> Session<W> {
         }
     }
 
+    /// Gives an event back: the next `next_event` returns it (a caller that handles only some
+    /// events hands the rest of its call to one that handles all).
+    pub fn unread(&mut self, event: Event) {
+        self.unread = Some(event);
+    }
+
     /// The next thing that happened on the connection, without blocking.
     pub fn next_event(&mut self) -> Event {
+        if let Some(ev) = self.unread.take() {
+            return ev;
+        }
         if self.pending_out {
             if let Err(e) = self.pump_out() {
                 return Event::Failed(e);
@@ -488,8 +505,15 @@ impl<W: Wire> Session<W> {
             self.progress_drain();
             return Event::Ended(self.ending_error());
         };
+        // Nothing buffered, nothing queued to write (tungstenite's read would flush it) and
+        // nothing in the socket: the read could only say WouldBlock.
+        if self.decoder_empty && !self.pending_out && ws.get_ref().nothing_to_read() {
+            self.maybe_buffered = false;
+            return self.check_timers();
+        }
         let before = ws.get_ref().read_in_call();
         let result = ws.read().no_block();
+        self.decoder_empty = matches!(result, Ok(None));
         if ws.get_ref().read_in_call() != before {
             // Any byte is a sign of life, even the middle of a frame that trickles in.
             self.last_activity = self.clock.now();
@@ -604,6 +628,10 @@ impl<W: Wire> Session<W> {
 
     /// Receive timeout and keepalive, checked when the socket has nothing to read.
     fn check_timers(&mut self) -> Event {
+        if self.config.receive_timeout.is_none() && self.config.keepalive.is_none() {
+            // No timer: no clock read (the idle wsreceive's budget).
+            return Event::Idle;
+        }
         let now = self.clock.now();
         let silent = now.saturating_duration_since(self.last_activity);
         if let Some(limit) = self.config.receive_timeout {

@@ -13,6 +13,8 @@ pub struct OpenSpec {
     pub endpoint: Endpoint,
     pub headers: Vec<(String, String)>,
     pub tls: TlsSettings,
+    /// Direct, through a named proxy, or through the environment's (`proxy`).
+    pub proxy: crate::proxy::ProxySetting,
     /// Bounds name resolution, TCP connect and the TLS handshake (LuWS: 15 s).
     pub connect_timeout: Duration,
     /// Bounds the HTTP upgrade (LuWS: 5 s).
@@ -36,6 +38,7 @@ impl OpenSpec {
             endpoint,
             headers: Vec::new(),
             tls: TlsSettings::default(),
+            proxy: crate::proxy::ProxySetting::Direct,
             connect_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(5),
             session: SessionConfig::default(),

@@ -68,6 +68,12 @@ impl<W: Wire> Stream<W> {
         self.written
     }
 
+    /// True when a read now would certainly report WouldBlock from the socket (not from the
+    /// budget): this call already saw the kernel queue empty, or a peek finds it empty.
+    pub fn nothing_to_read(&self) -> bool {
+        self.budget != 0 && (self.drained || self.wire().nothing_queued())
+    }
+
     /// Whether the last WouldBlock was the budget's (the socket may still hold data).
     pub fn paused(&self) -> bool {
         self.paused

@@ -29,11 +29,13 @@ pub fn wait_fd(fd: RawFd, interest: Interest, timeout: Duration) -> io::Result<b
 
 /// poll(2) over a set of descriptors; `None` waits without limit. Returns how many are ready.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A zero timeout needs no clock (the hot `luws.wait(conns, 0)`).
+    let deadline = timeout.map(|t| (!t.is_zero()).then(|| Instant::now() + t));
     loop {
         let ms = match deadline {
             None => -1,
-            Some(d) => {
+            Some(None) => 0,
+            Some(Some(d)) => {
                 let left = d.saturating_duration_since(Instant::now());
                 // Round up so a 0.4 ms wait does not become a busy 0 ms poll.
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int

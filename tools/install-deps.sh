@@ -25,6 +25,8 @@ test_pkgs=(
   gcc             # Lua 5.5 and its C modules (tools/lua-build.sh)
   libc6-dev
   curl            # tools/lua-build.sh fetches Debian source tarballs
+  tinyproxy       # real HTTP CONNECT and SOCKS5 proxies for spec/proxy_spec.lua
+  microsocks
 )
 
 pkgs=("${demo_pkgs[@]}")

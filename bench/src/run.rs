@@ -1,9 +1,11 @@
-//! The driver: starts the server on a loopback port, runs both clients (luws from Lua 5.1 and the
-//! pure-Rust ceiling) through the same cases, measures, and writes the markdown report.
+//! The driver: starts the server on a loopback port, runs the clients (luws from Lua 5.1, the
+//! pure-Rust ceiling, and the C floor and luws under LuaJIT when given) through the same cases,
+//! measures, and writes the markdown report.
 //!
 //! * wall clock: messages/s of the timed part, median of 5 runs (1 in smoke mode);
 //! * callgrind: instructions of the whole client process for two counts N1 < N2; the difference
-//!   divided by N2 - N1 is the cost per message, without start-up;
+//!   divided by N2 - N1 is the cost per message, without start-up. These runs connect to the
+//!   server's late-echo path, so every client polls the same way for every echo;
 //! * strace -f -c: syscalls per idle `wsreceive`, also by difference;
 //! * RSS and peak RSS (VmRSS, VmHWM) from /proc/self/status inside the client.
 
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 use crate::client::{READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
 
 type Res<T> = Result<T, String>;
+/// Syscalls per call, in all and by name.
+type IdleSys = (f64, Vec<(String, f64)>);
 
 const BENCH_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const TUNGSTENITE_VERSION: &str = "0.30.0";
@@ -43,24 +47,65 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { label: "echo 32 B text (round trip)", mode: "echo", size: 32, timed: (20_000, 200), cg: (500, 2_500), budget: 1.5 },
+    // Callgrind echoes wait the server's 10 ms each: 1,000 of them add 10 s to a run.
+    Case { label: "echo 32 B text (round trip)", mode: "echo", size: 32, timed: (20_000, 200), cg: (300, 1_300), budget: 1.5 },
     Case { label: "receive 32 B binary", mode: "recv", size: 32, timed: (300_000, 2_000), cg: (5_000, 25_000), budget: 1.5 },
     Case { label: "receive 16 KiB binary", mode: "recv", size: 16 << 10, timed: (30_000, 200), cg: (500, 2_500), budget: 1.5 },
     Case { label: "send 16 KiB binary", mode: "send", size: 16 << 10, timed: (30_000, 200), cg: (500, 2_500), budget: 1.5 },
     Case { label: "open + close (ws://)", mode: "openclose", size: 0, timed: (2_000, 20), cg: (20, 120), budget: 2.0 },
 ];
 
+/// A Lua side of the benchmark: an interpreter and the directory whose `luws.so` it loads
+/// (luws itself, or the C floor built as `luws.so`).
+#[derive(Clone)]
+struct LuaRt {
+    /// What the report calls it.
+    name: String,
+    /// The interpreter run: one beside the module (the symbol build's lua-host) wins.
+    exe: String,
+    /// The system interpreter's package.path and package.cpath (the module's dir goes first).
+    path: String,
+    cpath: String,
+}
+
+impl LuaRt {
+    fn new(name: &str, interp: &str, dir: PathBuf) -> LuaRt {
+        let own = dir.join(interp);
+        LuaRt {
+            name: name.to_string(),
+            exe: if own.exists() { own.display().to_string() } else { interp.to_string() },
+            path: capture(interp, &["-e", "io.write(package.path)"]),
+            cpath: format!("{}/?.so;{}", dir.display(), capture(interp, &["-e", "io.write(package.cpath)"])),
+        }
+    }
+
+    fn exists(dir: &Option<PathBuf>) -> Option<&PathBuf> {
+        dir.as_ref().filter(|d| d.join("luws.so").exists())
+    }
+}
+
+/// The workloads of the floor tables: everything on an open connection (open + close is not:
+/// the floor's opening handshake is simple and blocking, and not what issue 13 compares).
+const FLOOR_MODES: &[&str] = &["echo", "recv", "send"];
+
+/// One Lua side's figures in a floor table: Ir per message of each floor workload (in CASES
+/// order), and the idle `wsreceive`'s Ir and syscalls per call.
+struct Column {
+    ir: Vec<Option<f64>>,
+    idle_ir: Option<f64>,
+    idle_sys: Option<IdleSys>,
+}
+
 struct Ctx {
     smoke: bool,
     url: String,
-    lua_dir: PathBuf,
-    sym_lua_dir: Option<PathBuf>,
+    /// The same server, echoing 10 ms late (for the callgrind runs).
+    url_late: String,
+    lua51: LuaRt,
+    sym: Option<LuaRt>,
     work: PathBuf,
     self_exe: PathBuf,
     client_lua: PathBuf,
-    /// Debian lua5.1's package.path and package.cpath, for an interpreter of our own.
-    lua_path: String,
-    lua_cpath: String,
     have_valgrind: bool,
     have_strace: bool,
     timeout: Duration,
@@ -111,17 +156,13 @@ fn raise_nofile() {
 
 impl Ctx {
     /// The command line of one client run (without any tool in front).
-    fn client_argv(&self, c: Client, lua_dir: &Path, mode: &str, n: usize, size: usize) -> (Vec<String>, Vec<(String, String)>) {
-        let tail = vec![mode.to_string(), n.to_string(), size.to_string(), self.url.clone()];
+    fn client_argv(&self, c: Client, rt: &LuaRt, url: &str, mode: &str, n: usize, size: usize) -> (Vec<String>, Vec<(String, String)>) {
+        let tail = vec![mode.to_string(), n.to_string(), size.to_string(), url.to_string()];
         match c {
             Client::Lua => {
-                // An interpreter beside the module (the symbol build's) wins over Debian's.
-                let own = lua_dir.join("lua5.1");
-                let lua = if own.exists() { own.display().to_string() } else { "lua5.1".to_string() };
-                let mut v = vec![lua, self.client_lua.display().to_string()];
+                let mut v = vec![rt.exe.clone(), self.client_lua.display().to_string()];
                 v.extend(tail);
-                let cpath = format!("{}/?.so;{}", lua_dir.display(), self.lua_cpath);
-                (v, vec![("LUA_CPATH".into(), cpath), ("LUA_PATH".into(), self.lua_path.clone())])
+                (v, vec![("LUA_CPATH".into(), rt.cpath.clone()), ("LUA_PATH".into(), rt.path.clone())])
             }
             Client::Rust => {
                 let mut v = vec![self.self_exe.display().to_string(), "client".to_string()];
@@ -176,22 +217,22 @@ impl Ctx {
     }
 
     /// Runs a client and returns the key=value pairs of its RESULT line.
-    fn client(&self, c: Client, lua_dir: &Path, mode: &str, n: usize, size: usize, tag: &str) -> Res<(BTreeMap<String, String>, Ran)> {
-        let (argv, env) = self.client_argv(c, lua_dir, mode, n, size);
+    fn client(&self, c: Client, rt: &LuaRt, mode: &str, n: usize, size: usize, tag: &str) -> Res<(BTreeMap<String, String>, Ran)> {
+        let (argv, env) = self.client_argv(c, rt, &self.url, mode, n, size);
         let ran = self.exec(&argv, &env, tag)?;
         let kv = result_line(&ran.stdout).ok_or_else(|| format!("{tag}: no RESULT line in {:?}", ran.stdout))?;
         Ok((kv, ran))
     }
 
     fn secs(&self, c: Client, mode: &str, n: usize, size: usize, tag: &str) -> Res<f64> {
-        let (kv, _) = self.client(c, &self.lua_dir, mode, n, size, tag)?;
+        let (kv, _) = self.client(c, &self.lua51, mode, n, size, tag)?;
         num(&kv, "secs")
     }
 
     /// Total instructions (Ir) of one client run under callgrind, and its output file.
-    fn callgrind(&self, c: Client, lua_dir: &Path, mode: &str, n: usize, size: usize, tag: &str) -> Res<(u64, PathBuf)> {
+    fn callgrind(&self, c: Client, rt: &LuaRt, mode: &str, n: usize, size: usize, tag: &str) -> Res<(u64, PathBuf)> {
         let file = self.work.join(format!("{tag}.callgrind"));
-        let (inner, env) = self.client_argv(c, lua_dir, mode, n, size);
+        let (inner, env) = self.client_argv(c, rt, &self.url_late, mode, n, size);
         let mut argv = vec![
             "valgrind".to_string(),
             "--tool=callgrind".to_string(),
@@ -211,16 +252,63 @@ impl Ctx {
     }
 
     /// Instructions per message by difference of two runs.
-    fn per_msg(&self, c: Client, lua_dir: &Path, mode: &str, size: usize, (n1, n2): (usize, usize), tag: &str) -> Res<(f64, PathBuf, PathBuf)> {
-        let (i1, f1) = self.callgrind(c, lua_dir, mode, n1, size, &format!("{tag}-n1"))?;
-        let (i2, f2) = self.callgrind(c, lua_dir, mode, n2, size, &format!("{tag}-n2"))?;
+    fn per_msg(&self, c: Client, rt: &LuaRt, mode: &str, size: usize, (n1, n2): (usize, usize), tag: &str) -> Res<(f64, PathBuf, PathBuf)> {
+        let (i1, f1) = self.callgrind(c, rt, mode, n1, size, &format!("{tag}-n1"))?;
+        let (i2, f2) = self.callgrind(c, rt, mode, n2, size, &format!("{tag}-n2"))?;
         Ok(((i2 as f64 - i1 as f64) / (n2 - n1) as f64, f1, f2))
     }
 
+    /// One Lua side through the floor workloads and the idle call. In smoke mode each workload
+    /// runs once with tiny counts and only the first goes through callgrind (5 and 15): enough
+    /// that none of it can rot, no figures.
+    fn column(&self, rt: &LuaRt, tag: &str, idle_counts: (usize, usize)) -> Res<Column> {
+        eprintln!("bench: {}: floor workloads", rt.name);
+        let mut ir = Vec::new();
+        for (ci, case) in CASES.iter().enumerate().filter(|(_, c)| FLOOR_MODES.contains(&c.mode)) {
+            let t = format!("{tag}-c{ci}");
+            if self.smoke {
+                self.client(Client::Lua, rt, case.mode, case.timed.1, case.size, &t)?;
+                let cg = (ci == 0 && self.have_valgrind).then_some((5, 15));
+                ir.push(match cg {
+                    Some(counts) => Some(self.per_msg(Client::Lua, rt, case.mode, case.size, counts, &t)?.0),
+                    None => None,
+                });
+            } else {
+                ir.push(Some(self.per_msg(Client::Lua, rt, case.mode, case.size, case.cg, &t)?.0));
+            }
+        }
+        let t = format!("{tag}-idle");
+        self.client(Client::Lua, rt, "idle", idle_counts.0, 0, &t)?;
+        let idle_ir = match self.have_valgrind && !self.smoke {
+            true => Some(self.per_msg(Client::Lua, rt, "idle", 0, idle_counts, &t)?.0),
+            false => None,
+        };
+        let idle_sys = match self.have_strace {
+            true => Some(self.idle_syscalls(rt, idle_counts, &t)?),
+            false => None,
+        };
+        Ok(Column { ir, idle_ir, idle_sys })
+    }
+
+    /// Syscalls per idle `wsreceive`, in all and by name, by difference of two strace runs.
+    fn idle_syscalls(&self, rt: &LuaRt, (n1, n2): (usize, usize), tag: &str) -> Res<IdleSys> {
+        let dn = (n2 - n1) as f64;
+        let a = self.strace(rt, "idle", n1, &format!("{tag}-strace-n1"))?;
+        let b = self.strace(rt, "idle", n2, &format!("{tag}-strace-n2"))?;
+        let total = (b.values().sum::<u64>() as f64 - a.values().sum::<u64>() as f64) / dn;
+        let mut by: Vec<(String, f64)> = b
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v as f64 - *a.get(k).unwrap_or(&0) as f64) / dn))
+            .filter(|(_, d)| d.abs() >= 0.005)
+            .collect();
+        by.sort_by(|x, y| y.1.total_cmp(&x.1));
+        Ok((total, by))
+    }
+
     /// Syscalls by name of one run under `strace -f -c`.
-    fn strace(&self, mode: &str, n: usize, tag: &str) -> Res<BTreeMap<String, u64>> {
+    fn strace(&self, rt: &LuaRt, mode: &str, n: usize, tag: &str) -> Res<BTreeMap<String, u64>> {
         let file = self.work.join(format!("{tag}.strace"));
-        let (inner, env) = self.client_argv(Client::Lua, &self.lua_dir, mode, n, 0);
+        let (inner, env) = self.client_argv(Client::Lua, rt, &self.url, mode, n, 0);
         let mut argv = vec!["strace".to_string(), "-f".into(), "-c".into(), "-o".into(), file.display().to_string()];
         argv.extend(inner);
         self.exec(&argv, &env, tag)?;
@@ -403,6 +491,7 @@ pub fn main(args: &[String]) -> Res<()> {
     let mut smoke = false;
     let mut lua_dir = bench.join("target/lua51");
     let mut sym_lua_dir = None;
+    let (mut floor_dir, mut jit_dir, mut floor_jit_dir) = (None, None, None);
     let mut out = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -410,6 +499,9 @@ pub fn main(args: &[String]) -> Res<()> {
             "--smoke" => smoke = true,
             "--lua-dir" => lua_dir = it.next().ok_or("--lua-dir DIR")?.into(),
             "--sym-lua-dir" => sym_lua_dir = Some(PathBuf::from(it.next().ok_or("--sym-lua-dir DIR")?)),
+            "--floor-dir" => floor_dir = Some(PathBuf::from(it.next().ok_or("--floor-dir DIR")?)),
+            "--jit-dir" => jit_dir = Some(PathBuf::from(it.next().ok_or("--jit-dir DIR")?)),
+            "--floor-jit-dir" => floor_jit_dir = Some(PathBuf::from(it.next().ok_or("--floor-jit-dir DIR")?)),
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out FILE")?)),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -427,16 +519,20 @@ pub fn main(args: &[String]) -> Res<()> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     std::thread::spawn(move || crate::server::serve(listener));
 
+    let have_luajit = have("luajit");
+    // The floor and luws under LuaJIT: each only when its module was built.
+    let floor51 = LuaRt::exists(&floor_dir).map(|d| LuaRt::new("C floor (Lua 5.1)", "lua5.1", d.clone()));
+    let jit = LuaRt::exists(&jit_dir).filter(|_| have_luajit).map(|d| LuaRt::new("luws (LuaJIT)", "luajit", d.clone()));
+    let floor_jit = LuaRt::exists(&floor_jit_dir).filter(|_| have_luajit).map(|d| LuaRt::new("C floor (LuaJIT)", "luajit", d.clone()));
     let mut ctx = Ctx {
         smoke,
         url: format!("ws://127.0.0.1:{port}/"),
-        lua_dir,
-        sym_lua_dir: sym_lua_dir.filter(|d| d.join("luws.so").exists()),
+        url_late: format!("ws://127.0.0.1:{port}{}", crate::server::LATE_PATH),
+        lua51: LuaRt::new("luws (Lua 5.1)", "lua5.1", lua_dir),
+        sym: LuaRt::exists(&sym_lua_dir).map(|d| LuaRt::new("luws (Lua 5.1, symbols)", "lua5.1", d.clone())),
         work,
         self_exe: std::env::current_exe().map_err(|e| e.to_string())?,
         client_lua: bench.join("client.lua"),
-        lua_path: capture("lua5.1", &["-e", "io.write(package.path)"]),
-        lua_cpath: capture("lua5.1", &["-e", "io.write(package.cpath)"]),
         have_valgrind: have("valgrind") && have("callgrind_annotate"),
         have_strace: have("strace"),
         timeout: Duration::from_secs(if smoke { 45 } else { 600 }),
@@ -458,10 +554,19 @@ pub fn main(args: &[String]) -> Res<()> {
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let lua_version = capture("lua5.1", &["-v"]).split("  ").next().unwrap_or("").to_string();
-    let luws_version = {
-        let (mut argv, env) = (vec!["lua5.1".to_string(), "-e".into()], vec![("LUA_CPATH".to_string(), format!("{}/?.so;{}", ctx.lua_dir.display(), ctx.lua_cpath))]);
-        argv.push("local l = require 'luws'; print(l.VERSION .. ' (_VERSION ' .. l._VERSION .. ', TLS ' .. tostring(l.tls_backend) .. ')')".into());
-        ctx.exec(&argv, &env, "version")?.stdout.trim().to_string()
+    let version_of = |interp: &str, rt: &LuaRt, tag: &str| -> Res<String> {
+        let env = vec![("LUA_CPATH".to_string(), rt.cpath.clone())];
+        let argv = vec![
+            interp.to_string(),
+            "-e".into(),
+            "local l = require 'luws'; print(l.VERSION .. ' (_VERSION ' .. l._VERSION .. ', TLS ' .. tostring(l.tls_backend) .. ')')".into(),
+        ];
+        Ok(ctx.exec(&argv, &env, tag)?.stdout.trim().to_string())
+    };
+    let luws_version = version_of("lua5.1", &ctx.lua51, "version")?;
+    let jit_version = match &jit {
+        Some(rt) => Some((version_of("luajit", rt, "version-jit")?, capture("luajit", &["-v"]))),
+        None => None,
     };
     let git = capture("git", &["-C", &repo.display().to_string(), "describe", "--always", "--dirty"]);
     let rustc = capture("rustc", &["--version"]);
@@ -504,16 +609,16 @@ pub fn main(args: &[String]) -> Res<()> {
         let (mut lua_ir, mut rust_ir, mut profile) = (None, None, None);
         if let Some(counts) = cg {
             say(&format!("{}: callgrind at N1={} and N2={}", case.label, counts.0, counts.1));
-            let lua_dir = ctx.lua_dir.clone();
-            let (l, _, _) = ctx.per_msg(Client::Lua, &lua_dir, case.mode, case.size, counts, &format!("c{ci}-lua"))?;
-            let (r, rf1, rf2) = ctx.per_msg(Client::Rust, &lua_dir, case.mode, case.size, counts, &format!("c{ci}-rust"))?;
+            let lua51 = ctx.lua51.clone();
+            let (l, _, _) = ctx.per_msg(Client::Lua, &lua51, case.mode, case.size, counts, &format!("c{ci}-lua"))?;
+            let (r, rf1, rf2) = ctx.per_msg(Client::Rust, &lua51, case.mode, case.size, counts, &format!("c{ci}-rust"))?;
             lua_ir = Some(l);
             rust_ir = Some(r);
             let missed = l / r > case.budget;
             if missed || smoke {
                 // Per-function profile from the symbol build of luws (same code, not stripped).
-                let sym = ctx.sym_lua_dir.clone().unwrap_or_else(|| ctx.lua_dir.clone());
-                if ctx.sym_lua_dir.is_none() {
+                let sym = ctx.sym.clone().unwrap_or_else(|| ctx.lua51.clone());
+                if ctx.sym.is_none() {
                     ctx.notes.push("luws symbols: no unstripped build given, luws's own functions show as addresses".into());
                 }
                 let (_, sf1, sf2) = ctx.per_msg(Client::Lua, &sym, case.mode, case.size, counts, &format!("c{ci}-luasym"))?;
@@ -536,33 +641,43 @@ pub fn main(args: &[String]) -> Res<()> {
     let idle_counts = if smoke { (100, 1_100) } else { (1_000, 11_000) };
     let idle_dn = (idle_counts.1 - idle_counts.0) as f64;
     say(&format!("idle wsreceive: {} calls", idle_counts.1 - idle_counts.0));
-    ctx.client(Client::Lua, &ctx.lua_dir, "idle", idle_counts.0, 0, "idle-plain")?;
+    ctx.client(Client::Lua, &ctx.lua51, "idle", idle_counts.0, 0, "idle-plain")?;
     let idle_sys = if ctx.have_strace {
-        let a = ctx.strace("idle", idle_counts.0, "idle-strace-n1")?;
-        let b = ctx.strace("idle", idle_counts.1, "idle-strace-n2")?;
-        let total = (b.values().sum::<u64>() as f64 - a.values().sum::<u64>() as f64) / idle_dn;
-        let mut by: Vec<(String, f64)> = b
-            .iter()
-            .map(|(k, v)| (k.clone(), (*v as f64 - *a.get(k).unwrap_or(&0) as f64) / idle_dn))
-            .filter(|(_, d)| d.abs() >= 0.005)
-            .collect();
-        by.sort_by(|x, y| y.1.total_cmp(&x.1));
-        Some((total, by))
+        Some(ctx.idle_syscalls(&ctx.lua51, idle_counts, "idle")?)
     } else {
         ctx.notes.push("strace not installed: idle syscalls skipped".into());
         None
     };
     // The wait between wsreceive calls (socket.select, or luws.wait once it exists).
-    let (wait_kv, _) = ctx.client(Client::Lua, &ctx.lua_dir, "wait", idle_counts.0, 0, "wait-plain")?;
+    let (wait_kv, _) = ctx.client(Client::Lua, &ctx.lua51, "wait", idle_counts.0, 0, "wait-plain")?;
     let waiter = wait_kv.get("waiter").cloned().unwrap_or_else(|| "?".into());
     let (mut idle_ir, mut wait_ir, mut idle_profile) = (None, None, None);
     if ctx.have_valgrind && !smoke {
-        let lua_dir = ctx.lua_dir.clone();
-        idle_ir = Some(ctx.per_msg(Client::Lua, &lua_dir, "idle", 0, idle_counts, "idle")?.0);
-        wait_ir = Some(ctx.per_msg(Client::Lua, &lua_dir, "wait", 0, idle_counts, "wait")?.0);
-        if let Some(sym) = ctx.sym_lua_dir.clone() {
+        let lua51 = ctx.lua51.clone();
+        idle_ir = Some(ctx.per_msg(Client::Lua, &lua51, "idle", 0, idle_counts, "idle")?.0);
+        wait_ir = Some(ctx.per_msg(Client::Lua, &lua51, "wait", 0, idle_counts, "wait")?.0);
+        if let Some(sym) = ctx.sym.clone() {
             let (_, f1, f2) = ctx.per_msg(Client::Lua, &sym, "idle", 0, idle_counts, "idle-sym")?;
             idle_profile = Some(profile_of(&f1, &f2, idle_counts.1 - idle_counts.0)?);
+        }
+    }
+
+    // --- the Lua floor (issue 13): the C floor beside luws, under Lua 5.1 and under LuaJIT
+    let floor_idx: Vec<usize> = CASES.iter().enumerate().filter(|(_, c)| FLOOR_MODES.contains(&c.mode)).map(|(i, _)| i).collect();
+    let luws51 = Column {
+        ir: floor_idx.iter().map(|&i| rows[i].lua_ir).collect(),
+        idle_ir,
+        idle_sys: idle_sys.clone(),
+    };
+    let column = |rt: &Option<LuaRt>, tag: &str| -> Res<Option<Column>> {
+        rt.as_ref().map(|rt| ctx.column(rt, tag, idle_counts)).transpose()
+    };
+    let floor51_col = column(&floor51, "floor51")?;
+    let jit_col = column(&jit, "jit")?;
+    let floor_jit_col = column(&floor_jit, "floorjit")?;
+    for (flag, col) in [("--floor-dir", &floor51_col), ("--jit-dir", &jit_col), ("--floor-jit-dir", &floor_jit_col)] {
+        if col.is_none() {
+            ctx.notes.push(format!("{flag}: no luws.so there (or no luajit): not measured"));
         }
     }
 
@@ -570,13 +685,13 @@ pub fn main(args: &[String]) -> Res<()> {
     let nconn = if smoke { 50 } else { 1_000 };
     say(&format!("memory: {nconn} idle connections, one {} MiB message", BIG >> 20));
     let mem = |c: Client, tag: &str| -> Res<[f64; 4]> {
-        let (kv, _) = ctx.client(c, &ctx.lua_dir, "mem", nconn, 0, tag)?;
+        let (kv, _) = ctx.client(c, &ctx.lua51, "mem", nconn, 0, tag)?;
         Ok([num(&kv, "rss0")?, num(&kv, "rss1")?, num(&kv, "rss2")?, num(&kv, "rss3")?])
     };
     let lmem = mem(Client::Lua, "mem-lua")?;
     let rmem = mem(Client::Rust, "mem-rust")?;
     let peak = |c: Client, size: usize, tag: &str| -> Res<f64> {
-        let (kv, _) = ctx.client(c, &ctx.lua_dir, "big", 1, size, tag)?;
+        let (kv, _) = ctx.client(c, &ctx.lua51, "big", 1, size, tag)?;
         num(&kv, "hwm")
     };
     let lpeak = (peak(Client::Lua, BIG, "big-lua")?, peak(Client::Lua, 32, "big-lua-base")?);
@@ -591,7 +706,12 @@ pub fn main(args: &[String]) -> Res<()> {
     let _ = writeln!(w, "| machine | {arch}, {cpu}, {ncpu} CPUs; load average at start {load} (wall-clock figures depend on it; instruction counts do not) |");
     let _ = writeln!(w, "| ours | luws {luws_version}, git {git}, driven from {lua_version} (tungstenite {luws_tung} inside) |");
     let _ = writeln!(w, "| ceiling | pure-Rust tungstenite {tung} client, blocking I/O, read_buffer_size {READ_BUFFER_SIZE}, write_buffer_size {WRITE_BUFFER_SIZE} (luws's defaults), TCP_NODELAY; {rustc} |");
-    let _ = writeln!(w, "| server | tungstenite {tung}, thread per connection, blocking, 127.0.0.1 |");
+    let _ = writeln!(w, "| server | tungstenite {tung}, thread per connection, blocking, 127.0.0.1; for the instruction counts, echoes 10 ms late (path `{}`) |", crate::server::LATE_PATH);
+    let cc = capture("cc", &["--version"]).lines().next().unwrap_or("").to_string();
+    let _ = writeln!(w, "| floor | `bench/floor/luws_floor.c` ({cc}, -O2), built as luws.so against Lua 5.1's and LuaJIT's headers |");
+    if let Some((v, jv)) = &jit_version {
+        let _ = writeln!(w, "| LuaJIT | luws {v} built with `--no-default-features --features luajit,module,tls-native`, driven from {jv} |");
+    }
     let _ = writeln!(w, "| method | msg/s: median of {runs} run(s) of the timed loop; instr/msg: callgrind on the client process only, (Ir(N2) − Ir(N1)) / (N2 − N1) |\n");
 
     let _ = writeln!(w, "## Throughput and instructions per message\n");
@@ -618,6 +738,44 @@ pub fn main(args: &[String]) -> Res<()> {
             r.lua_rate / r.rust_rate,
             r.budget
         );
+    }
+
+    let _ = writeln!(w, "\n## The Lua floor\n");
+    let _ = writeln!(
+        w,
+        "Instructions per message (callgrind, client process only, (Ir(N2) − Ir(N1)) / (N2 − N1)) of the pure-Rust ceiling, of the C floor (`bench/floor/`: what any correct Lua client module must do per message, driven by the same `client.lua`) and of luws. Idle wsreceive: per call on an open connection with nothing to read.\n"
+    );
+    let tables = [("Lua 5.1", Some(&luws51), floor51_col.as_ref()), ("LuaJIT", jit_col.as_ref(), floor_jit_col.as_ref())];
+    for (title, luws_col, floor_col) in tables {
+        if luws_col.is_none() && floor_col.is_none() {
+            continue;
+        }
+        let _ = writeln!(w, "### {title}\n");
+        let _ = writeln!(w, "| workload | Rust ceiling | C floor | luws | luws ÷ floor | luws ÷ Rust |");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "—".into(),
+        };
+        let opt = |x: Option<f64>| x.map_or("—".to_string(), fmt_int);
+        for (k, &ci) in floor_idx.iter().enumerate() {
+            let f = floor_col.and_then(|c| c.ir[k]);
+            let l = luws_col.and_then(|c| c.ir[k]);
+            let r = rows[ci].rust_ir;
+            let _ = writeln!(w, "| {} | {} | {} | {} | {} | {} |", rows[ci].label, opt(r), opt(f), opt(l), ratio(l, f), ratio(l, r));
+        }
+        let f = floor_col.and_then(|c| c.idle_ir);
+        let l = luws_col.and_then(|c| c.idle_ir);
+        let _ = writeln!(w, "| idle wsreceive (no data), Ir per call | — | {} | {} | {} | — |", opt(f), opt(l), ratio(l, f));
+        let sys = |c: Option<&Column>| match c.and_then(|c| c.idle_sys.as_ref()) {
+            Some((total, by)) => {
+                let detail: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+                format!("{total:.2} ({})", detail.join(", "))
+            }
+            None => "—".into(),
+        };
+        let _ = writeln!(w, "| idle wsreceive, syscalls per call (strace -f -c) | — | {} | {} | | — |", sys(floor_col), sys(luws_col));
+        let _ = writeln!(w);
     }
 
     let _ = writeln!(w, "\n## Idle wsreceive and memory\n");

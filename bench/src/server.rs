@@ -4,14 +4,26 @@
 //! * `push SIZE COUNT`: sends COUNT binary messages of SIZE bytes (each ending with its number),
 //!   as fast as the socket takes them;
 //! * `done`: answers `ack` (the end of a send run: every byte before it has arrived);
-//! * any other text: echoed back;
+//! * any other text: echoed back, at once, or 10 ms late on a connection opened at `/late`;
 //! * binary messages: discarded.
+//!
+//! The late echo is for the instruction counts: a reply that cannot already be there when the
+//! client starts waiting makes every client poll the same way for every message (one wait, then
+//! one receive that reads the reply and one that finds nothing), so Ir/msg is the same from run to
+//! run and the same pattern for luws, the C floor and the ceiling.
 
 use std::net::{TcpListener, TcpStream};
 use std::thread;
+use std::time::Duration;
 
+use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Bytes, Message};
+
+/// The URL path whose connections get their echoes late.
+pub const LATE_PATH: &str = "/late";
+/// How late: far longer than a client needs to reach its wait, even under callgrind.
+pub const ECHO_DELAY: Duration = Duration::from_millis(10);
 
 /// Accepts connections for ever (the caller runs this on a thread of its own).
 pub fn serve(listener: TcpListener) {
@@ -32,7 +44,14 @@ fn handle(s: TcpStream) -> tungstenite::Result<()> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let mut ws = tungstenite::accept_with_config(s, Some(config)).map_err(|e| match e {
+    let mut late = false;
+    // The error type is tungstenite's (its Callback trait's), not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let path = |req: &Request, resp: Response| {
+        late = req.uri().path() == LATE_PATH;
+        Ok(resp)
+    };
+    let mut ws = tungstenite::accept_hdr_with_config(s, path, Some(config)).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(e) => e,
         tungstenite::HandshakeError::Interrupted(_) => {
             tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
@@ -60,6 +79,9 @@ fn handle(s: TcpStream) -> tungstenite::Result<()> {
                 } else if t.as_str() == "done" {
                     ws.send(Message::text("ack"))?;
                 } else {
+                    if late {
+                        thread::sleep(ECHO_DELAY);
+                    }
                     ws.send(Message::Text(t))?;
                 }
             }

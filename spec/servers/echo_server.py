@@ -15,6 +15,10 @@ Design criteria
   * Path /close: closes with 4001 "server-close" right after the handshake.
   * Subprotocols: selects the first offered one of "chat", "superchat";
     other offers are not rejected, just not selected.
+  * Every 101 carries an extra header, X-Luws-Peer: websockets/<version>.
+  * Path /headers: the first message is the request's headers, "name: value" lines.
+  * Path /redirect?code=N&to=URL: answers N with Location URL (no upgrade);
+    /redirect?code=N&to=self: Location is the request's own URL (a loop).
 
 Usage: python3 echo_server.py [--tls CERT KEY]
 """
@@ -25,9 +29,12 @@ peer.arm_startup_alarm()  # cancelled once the PORT line is out
 
 import argparse
 import asyncio
+import http
 import logging
 import ssl
+import urllib.parse
 
+import websockets
 from websockets.asyncio.server import serve
 
 SUBPROTOCOLS = ("chat", "superchat")
@@ -40,11 +47,31 @@ def select_subprotocol(connection, offered):
     return None
 
 
+def process_request(connection, request):
+    path, _, query = request.path.partition("?")
+    if path != "/redirect":
+        return None
+    q = urllib.parse.parse_qs(query)
+    to = q.get("to", ["/"])[0]
+    if to == "self":
+        to = request.path
+    response = connection.respond(http.HTTPStatus(int(q.get("code", ["302"])[0])), "")
+    response.headers["Location"] = to
+    return response
+
+
+def process_response(connection, request, response):
+    if response.status_code == 101:
+        response.headers["X-Luws-Peer"] = "websockets/" + websockets.__version__
+
+
 async def handler(ws):
     path = ws.request.path.split("?", 1)[0]
     if path == "/close":
         await ws.close(4001, "server-close")
         return
+    if path == "/headers":
+        await ws.send("".join("%s: %s\n" % kv for kv in ws.request.headers.raw_items()))
     async for message in ws:
         await ws.send(message)
 
@@ -70,6 +97,8 @@ async def main():
         max_queue=16,
         ping_interval=None,
         select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        process_response=process_response,
     ) as server:
         peer.announce(server.sockets[0].getsockname()[1], ppid)
         await asyncio.Future()

@@ -21,6 +21,10 @@
 --       refuse = true      (sockproxy: answer every CONN with ERR CONN)
 -- "luup" is spec/servers/fake_luup.py (query it over HTTP: GET /requests, /open);
 -- "sockproxy" is spec/servers/sockproxy_relay.py (its XLOG command reports a session).
+-- "tinyproxy", "microsocks": the real proxies (spec/servers/real_proxy.py), with
+--   auth = "user:pass" and, for tinyproxy, log = <file> (its Info-level log);
+-- "badproxy": spec/servers/bad_proxy.py, mode = stall|close|garbage|flood|refuse|
+--   socks-noauth|socks-reply (code = the SOCKS5 reply code).
 
 local socket = require "socket"
 
@@ -204,6 +208,15 @@ function M.client_cert()
   return t.client, t.client_key, t.client_p12
 end
 
+--- The certificate file a server started with `tls = which` presents (true/"self", "ca",
+-- or a failing leaf's name).
+function M.tls_cert(which)
+  local t = make_tls()
+  if which == true or which == "self" then return t.cert end
+  if which == "ca" then return t.leaf end
+  return assert(t[which], "no certificate " .. tostring(which))
+end
+
 --- A fresh token for ?id=.
 function M.unique_id()
   counter = counter + 1
@@ -302,12 +315,26 @@ function M.start(kind, opts)
     script = "fake_luup.py"
   elseif kind == "sockproxy" then
     script = "sockproxy_relay.py"
+  elseif kind == "tinyproxy" or kind == "microsocks" then
+    script = "real_proxy.py"
+  elseif kind == "badproxy" then
+    script = "bad_proxy.py"
   else
-    error("unknown server kind " .. tostring(kind) .. " (bad|echo|luup|sockproxy)", 2)
+    error("unknown server kind " .. tostring(kind) ..
+          " (bad|echo|luup|sockproxy|tinyproxy|microsocks|badproxy)", 2)
   end
   local args = ""
-  if (kind == "luup" or kind == "sockproxy") and opts.tls then
+  if kind ~= "bad" and kind ~= "echo" and opts.tls then
     error("tls is a bad/echo server option", 2)
+  end
+  if kind == "tinyproxy" or kind == "microsocks" then
+    args = " " .. kind
+    if opts.auth then args = args .. " --auth " .. shell_quote(opts.auth) end
+    if opts.log then args = args .. " --log " .. shell_quote(opts.log) end
+  end
+  if kind == "badproxy" then
+    args = " " .. shell_quote(assert(opts.mode, "badproxy needs a mode"))
+    if opts.code then args = args .. " " .. tonumber(opts.code) end
   end
   if kind == "luup" and opts.hold then args = " --hold " .. tonumber(opts.hold) end
   if kind == "sockproxy" and opts.refuse then args = " --refuse" end

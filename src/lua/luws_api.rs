@@ -77,6 +77,38 @@ pub fn register(lua: &Lua, t: &Table) -> mlua::Result<()> {
 
 use mlua::IntoLuaMulti;
 
+/// The mlua versions of the calls `fast` makes raw, unwrapped: what it falls back on.
+pub fn slow(lua: &Lua) -> mlua::Result<super::fast::Slow> {
+    Ok(super::fast::Slow {
+        wsreceive: lua.create_function(api(|lua, c: Value| {
+            match conn::opt_conn(1, "wsreceive", c)? {
+                Some(ud) => receive(lua, &ud),
+                None => (Value::Nil, Error::NotConnected.to_string()).into_lua_multi(lua),
+            }
+        }))?,
+        receive: lua.create_function(api(|lua, c: Value| receive(lua, &this(c, "receive")?)))?,
+        getfd: lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "getfd")?.borrow::<Conn>()?.raw_fd())
+        }))?,
+        dirty: lua.create_function(api(|_, c: Value| {
+            Ok(this(c, "dirty")?.borrow::<Conn>()?.session.borrow().dirty())
+        }))?,
+        wssend: lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
+            match conn::opt_conn(1, "wssend", c)? {
+                Some(ud) => send(lua, &ud, op, data, "wssend"),
+                None => Ok((false, Some(Error::NotConnected.to_string()))),
+            }
+        }))?,
+        send: lua.create_function(api(|lua, (c, op, data): (Value, Value, Value)| {
+            send(lua, &this(c, "send")?, op, data, "send")
+        }))?,
+        wait: lua.create_function(api(super::wait::wait))?,
+        rest: lua.create_function(|lua, (c, began_open, nbytes): (AnyUserData, bool, usize)| {
+            receive_rest(lua, &c, began_open, nbytes)
+        })?,
+    })
+}
+
 /// The methods of a conn (`conn:send(op, data)` …), the same adapters as the LuWS functions.
 pub fn methods(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -251,6 +283,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         parts.on_open,
         parts.handler_args,
     )?;
+    super::fast::note_conn(lua, &ud)?;
     // on_open runs after every successful open, the first one included (attempt 0), so a
     // plugin subscribes in one place.
     opened(lua, &ud, 0)?;
@@ -625,10 +658,20 @@ fn reopen_after_end(lua: &Lua, ud: &AnyUserData, answer: MultiValue) -> mlua::Re
 }
 
 fn receive_events(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
+    let began_open = ud.borrow::<Conn>()?.session.borrow_mut().begin_receive();
+    receive_rest(lua, ud, began_open, 0)
+}
+
+/// The rest of a receive call that began elsewhere (`fast`, which hands over at the first
+/// event it does not handle itself, given back with `Session::unread`).
+pub fn receive_rest(
+    lua: &Lua,
+    ud: &AnyUserData,
+    began_open: bool,
+    mut nbytes: usize,
+) -> mlua::Result<MultiValue> {
     let conn = ud.borrow::<Conn>()?;
-    let began_open = conn.session.borrow_mut().begin_receive();
     let mut handlers: Option<Handlers> = None;
-    let mut nbytes = 0usize;
     loop {
         let event = {
             let mut s = conn.session.borrow_mut();

@@ -3,6 +3,7 @@
 
 mod args;
 mod conn;
+mod fast;
 mod log;
 mod luws_api;
 mod options;
@@ -29,13 +30,16 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     t.set("wait", lua.create_function(args::api(wait::wait))?)?;
     plain_errors(lua, &t)?;
     // The objects' methods get the same wrapper; their metatables find them in the registry.
+    let conn_methods = luws_api::methods(lua)?;
     for (key, methods) in [
-        (conn::METHODS, luws_api::methods(lua)?),
+        (conn::METHODS, conn_methods.clone()),
         (vera_api::METHODS, vera_api::methods(lua)?),
     ] {
         plain_errors(lua, &methods)?;
         lua.set_named_registry_value(key, methods)?;
     }
+    // The hot calls, raw (they make their errors plain themselves).
+    fast::install(lua, &t, &conn_methods, luws_api::slow(lua)?)?;
     Ok(t)
 }
 

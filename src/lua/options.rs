@@ -8,6 +8,7 @@ use mlua::{Function, Table, Value};
 
 use super::args::lua_error;
 use crate::error::Error;
+use crate::proxy::{Proxy, ProxySetting};
 use crate::spec::OpenSpec;
 
 /// The Lua-side parts of the options.
@@ -30,6 +31,8 @@ impl<'a> Reader<'a> {
         Reader { t, func }
     }
 
+    // Not inlined: dozens of call sites share one copy (the Vera build counts every KB).
+    #[inline(never)]
     fn bad(&self, name: &'static str, msg: impl Into<String>) -> mlua::Error {
         lua_error(Error::BadOption {
             name,
@@ -38,6 +41,16 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// `<what> expected, got <type>`.
+    #[inline(never)]
+    fn wrong(&self, name: &'static str, what: &str, got: &Value) -> mlua::Error {
+        self.bad(
+            name,
+            format!("{what} expected, got {}", super::args::type_name(got)),
+        )
+    }
+
+    #[inline(never)]
     fn number(&self, name: &'static str) -> mlua::Result<Option<f64>> {
         match self.t.get::<Value>(name)? {
             Value::Nil => Ok(None),
@@ -50,13 +63,11 @@ impl<'a> Reader<'a> {
                 Ok(Some(n)) if n.is_finite() => Ok(Some(n)),
                 _ => Err(self.bad(name, "number expected")),
             },
-            other => Err(self.bad(
-                name,
-                format!("number expected, got {}", super::args::type_name(&other)),
-            )),
+            other => Err(self.wrong(name, "number", &other)),
         }
     }
 
+    #[inline(never)]
     fn seconds(&self, name: &'static str) -> mlua::Result<Option<Duration>> {
         match self.number(name)? {
             None => Ok(None),
@@ -67,6 +78,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(never)]
     fn size(&self, name: &'static str, min: f64, max: f64) -> mlua::Result<Option<usize>> {
         match self.number(name)? {
             None => Ok(None),
@@ -77,29 +89,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(never)]
     fn string(&self, name: &'static str) -> mlua::Result<Option<String>> {
         match self.t.get::<Value>(name)? {
             Value::Nil => Ok(None),
             Value::String(s) => Ok(Some(s.to_string_lossy())),
-            other => Err(self.bad(
-                name,
-                format!("string expected, got {}", super::args::type_name(&other)),
-            )),
+            other => Err(self.wrong(name, "string", &other)),
         }
     }
 
+    #[inline(never)]
     fn function(&self, name: &'static str) -> mlua::Result<Option<Function>> {
         match self.t.get::<Value>(name)? {
             Value::Nil => Ok(None),
             Value::Function(f) => Ok(Some(f)),
-            other => Err(self.bad(
-                name,
-                format!("function expected, got {}", super::args::type_name(&other)),
-            )),
+            other => Err(self.wrong(name, "function", &other)),
         }
     }
 
     /// A LuaSec-style list: a table of strings, or a comma-separated string (LuWS splits on commas).
+    #[inline(never)]
     fn list(&self, name: &'static str) -> mlua::Result<Vec<String>> {
         match self.t.get::<Value>(name)? {
             Value::Nil => Ok(Vec::new()),
@@ -113,19 +122,10 @@ impl<'a> Reader<'a> {
                 .sequence_values::<Value>()
                 .map(|v| match v? {
                     Value::String(s) => Ok(s.to_string_lossy()),
-                    other => Err(self.bad(
-                        name,
-                        format!("strings expected, got {}", super::args::type_name(&other)),
-                    )),
+                    other => Err(self.wrong(name, "strings", &other)),
                 })
                 .collect(),
-            other => Err(self.bad(
-                name,
-                format!(
-                    "string or table expected, got {}",
-                    super::args::type_name(&other)
-                ),
-            )),
+            other => Err(self.wrong(name, "string or table", &other)),
         }
     }
 }
@@ -145,16 +145,38 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
         spec.follow_redirects = n as u32;
     }
     read_tls(&r, &mut spec.tls)?;
+    spec.proxy = proxy(&r)?;
     read_headers(&r, &mut spec.headers)?;
     read_protocols(&r, &mut spec.headers)?;
     spec.notify = notify(&r)?;
     spec.reconnect = reconnect(&r)?;
     let parts = lua_parts(&r)?;
+    if spec.proxy != ProxySetting::Direct && parts.connect.is_some() {
+        // The connect function decides where the socket leads.
+        return Err(r.bad("proxy", "cannot be combined with a connect function"));
+    }
     if spec.reconnect.is_some() && parts.connect.is_some() {
         // The reopening runs off the Lua thread, where a Lua function cannot be called.
         return Err(r.bad("reconnect", "cannot reopen through a connect function"));
     }
     Ok(parts)
+}
+
+/// `proxy = "http://[user:pass@]host:port" | "socks5://…" | "socks5h://…" | "env" | false`.
+fn proxy(r: &Reader) -> mlua::Result<ProxySetting> {
+    match r.t.get::<Value>("proxy")? {
+        Value::Nil | Value::Boolean(false) => Ok(ProxySetting::Direct),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            if text.trim() == "env" {
+                return Ok(ProxySetting::FromEnv);
+            }
+            Proxy::parse(&text)
+                .map(ProxySetting::Via)
+                .map_err(|why| r.bad("proxy", why.to_string()))
+        }
+        other => Err(r.wrong("proxy", "string", &other)),
+    }
 }
 
 /// `reconnect = true | { initial = 1, max = 60, factor = 2, jitter = 0.25, attempts = nil }`.
@@ -164,13 +186,7 @@ fn reconnect(r: &Reader) -> mlua::Result<Option<crate::backoff::Policy>> {
         Value::Boolean(true) => return Ok(Some(crate::backoff::Policy::default())),
         Value::Table(t) => t,
         other => {
-            return Err(r.bad(
-                "reconnect",
-                format!(
-                    "table or boolean expected, got {}",
-                    super::args::type_name(&other)
-                ),
-            ));
+            return Err(r.wrong("reconnect", "table or boolean", &other));
         }
     };
     let rt = Reader::new(&t, r.func);
@@ -233,10 +249,7 @@ fn read_session(r: &Reader, s: &mut crate::session::SessionConfig) -> mlua::Resu
         Value::Nil => {}
         Value::Boolean(b) => s.masking = b,
         other => {
-            return Err(r.bad(
-                "use_masking",
-                format!("boolean expected, got {}", super::args::type_name(&other)),
-            ));
+            return Err(r.wrong("use_masking", "boolean", &other));
         }
     }
     Ok(())
@@ -263,6 +276,28 @@ fn read_tls(r: &Reader, tls: &mut crate::tls::TlsSettings) -> mlua::Result<()> {
         if m != "client" {
             return Err(r.bad("ssl_mode", "only 'client' is possible for a client"));
         }
+    }
+    // A list, or one string with pins separated by `;` (curl's --pinnedpubkey) or `,`.
+    for pin in r.list("ssl_pin")?.iter().flat_map(|p| p.split(';')) {
+        if !pin.trim().is_empty() {
+            let parsed = crate::tls::parse_pin(pin).map_err(|m| r.bad("ssl_pin", m))?;
+            tls.pins.push(parsed);
+        }
+    }
+    if let Some(name) = r.string("ssl_servername")? {
+        // A DNS name or an IP address; anything else could not be checked against a certificate.
+        let ok = name.parse::<std::net::IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            return Err(r.bad("ssl_servername", format!("'{name}' is not a host name")));
+        }
+        tls.servername = Some(name);
     }
     tls.cafile = r.string("ssl_cafile")?;
     tls.certificate = r.string("ssl_certificate")?;
@@ -300,10 +335,7 @@ fn read_headers(r: &Reader, headers: &mut Vec<(String, String)>) -> mlua::Result
                 .map_err(|m| r.bad("upgrade_headers", m))?;
         }
         other => {
-            return Err(r.bad(
-                "upgrade_headers",
-                format!("table expected, got {}", super::args::type_name(&other)),
-            ));
+            return Err(r.wrong("upgrade_headers", "table", &other));
         }
     }
 
@@ -345,10 +377,7 @@ fn lua_parts(r: &Reader) -> mlua::Result<LuaParts> {
         Value::Nil => None,
         Value::Table(a) => Some(a),
         other => {
-            return Err(r.bad(
-                "handler_args",
-                format!("table expected, got {}", super::args::type_name(&other)),
-            ));
+            return Err(r.wrong("handler_args", "table", &other));
         }
     };
     Ok(LuaParts {
@@ -397,10 +426,7 @@ fn notify(r: &Reader) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
         Value::Nil | Value::Boolean(false) => return Ok(None),
         Value::Table(n) => n,
         other => {
-            return Err(r.bad(
-                "notify",
-                format!("table expected, got {}", super::args::type_name(&other)),
-            ));
+            return Err(r.wrong("notify", "table", &other));
         }
     };
     let rn = Reader::new(&n, r.func);
@@ -423,13 +449,7 @@ fn notify(r: &Reader) -> mlua::Result<Option<crate::notify::NotifyTarget>> {
         Value::String(s) => s.to_string_lossy(),
         v @ (Value::Integer(_) | Value::Number(_)) => v.to_string()?,
         other => {
-            return Err(r.bad(
-                "notify",
-                format!(
-                    "pid: string expected, got {}",
-                    super::args::type_name(&other)
-                ),
-            ));
+            return Err(r.wrong("notify", "pid: string", &other));
         }
     };
     Ok(Some(crate::notify::NotifyTarget {

@@ -70,6 +70,19 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
             super::luws_api::response_values(lua, r)
         }))?,
     )?;
+    // The URL connected to (after redirects), or the one given to `create` until then.
+    t.set(
+        "url",
+        lua.create_function(api(|_, v: Value| {
+            let ud = wso(1, "url", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            let st = this.state.borrow();
+            Ok(match &*st {
+                State::Open(s) | State::Closing(s, _) | State::Draining(s) => s.url().to_string(),
+                _ => this.url.clone(),
+            })
+        }))?,
+    )?;
     t.set(
         "dirty",
         lua.create_function(api(|_, v: Value| {

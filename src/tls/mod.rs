@@ -8,11 +8,18 @@
 mod native;
 #[cfg(not(feature = "tls-rustls"))]
 pub use native::{Connector, Handshake, MidHandshake, TlsStream, shutdown, tcp_of};
+#[cfg(not(feature = "tls-rustls"))]
+use native::{leaf_certificate, sha256};
 
 #[cfg(feature = "tls-rustls")]
 mod rustls;
 #[cfg(feature = "tls-rustls")]
 pub use self::rustls::{Connector, Handshake, MidHandshake, TlsStream, shutdown, tcp_of};
+#[cfg(feature = "tls-rustls")]
+use self::rustls::{leaf_certificate, sha256};
+
+mod pin;
+pub use pin::{Pin, parse_pin};
 
 /// Name of the compiled-in backend, for `luws.tls_backend`.
 pub const BACKEND: &str = if cfg!(feature = "tls-rustls") {
@@ -43,6 +50,24 @@ pub struct TlsSettings {
     /// PEM client certificate (chain) and its private key, for servers that ask for one.
     pub certificate: Option<String>,
     pub key: Option<String>,
+    /// The name sent as SNI and checked against the certificate, instead of the URL's host
+    /// (`ssl_servername`: a hub reached by IP whose certificate names it).
+    pub servername: Option<String>,
+    /// Accepted server keys (`ssl_pin`); when not empty, the leaf's key must be one of them.
+    pub pins: Vec<Pin>,
+}
+
+/// Whether the server's key is one of `pins` (`ssl_pin`), checked once TLS is up and before
+/// anything is sent. With `ssl_verify = "none"` this alone authenticates the server.
+pub fn check_pin(s: &TlsStream, pins: &[Pin]) -> Result<(), TlsFailure> {
+    let cert = leaf_certificate(s).ok_or(TlsFailure::Verify(VerifyFailure::PinMismatch))?;
+    let spki = pin::subject_public_key_info(&cert)
+        .ok_or(TlsFailure::Verify(VerifyFailure::PinMismatch))?;
+    if pins.contains(&sha256(spki)) {
+        Ok(())
+    } else {
+        Err(TlsFailure::Verify(VerifyFailure::PinMismatch))
+    }
 }
 
 impl TlsSettings {
@@ -196,6 +221,8 @@ pub enum VerifyFailure {
     Revoked,
     /// `unsuitable certificate purpose`: not issued for TLS servers.
     InvalidPurpose,
+    /// `public key does not match ssl_pin`: the server's key is none of the pinned ones.
+    PinMismatch,
     /// Another reason, in the backend's words (lowercase); empty when it gave none.
     Other(String),
 }
@@ -211,6 +238,7 @@ impl std::fmt::Display for VerifyFailure {
             VerifyFailure::BadSignature => "bad signature",
             VerifyFailure::Revoked => "certificate revoked",
             VerifyFailure::InvalidPurpose => "unsuitable certificate purpose",
+            VerifyFailure::PinMismatch => "public key does not match ssl_pin",
             VerifyFailure::Other(why) => why,
         })
     }

@@ -13,6 +13,16 @@ pub fn tcp_of(s: &TlsStream) -> &TcpStream {
     s.get_ref()
 }
 
+/// The server's certificate (DER), for `ssl_pin`.
+pub fn leaf_certificate(s: &TlsStream) -> Option<Vec<u8>> {
+    s.peer_certificate().ok().flatten()?.to_der().ok()
+}
+
+/// SHA-256 from the OpenSSL native-tls already links.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    openssl::sha::sha256(data)
+}
+
 /// A configured TLS client, built once per connection from `TlsSettings`.
 pub struct Connector(native_tls::TlsConnector);
 

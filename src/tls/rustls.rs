@@ -23,6 +23,19 @@ use crate::error::io_words;
 
 pub type TlsStream = rustls::StreamOwned<ClientConnection, TcpStream>;
 
+/// The server's certificate (DER), for `ssl_pin`.
+pub fn leaf_certificate(s: &TlsStream) -> Option<Vec<u8>> {
+    Some(s.conn.peer_certificates()?.first()?.to_vec())
+}
+
+/// SHA-256 from ring, which rustls already links.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 pub fn tcp_of(s: &TlsStream) -> &TcpStream {
     s.get_ref()
 }
@@ -495,7 +508,11 @@ fn alert_words(a: AlertDescription) -> String {
         AlertDescription::UnrecognisedName => "unrecognized name".into(),
         AlertDescription::UserCanceled => "user cancelled".into(),
         AlertDescription::Unknown(n) => format!("alert {n}"),
-        other => spaced(variant_name(&format!("{other:?}"))),
+        // The variant's name from rustls itself, not its Debug text: the Vera build compiles
+        // Debug output away.
+        other => other
+            .as_str()
+            .map_or_else(|| format!("alert {}", u8::from(other)), spaced),
     }
 }
 
