@@ -1,7 +1,10 @@
--- cross/verify.lua DIR PORT — run by cross/verify.sh under the target's own
--- Lua 5.1 (qemu-user). Loads DIR/luws.so and talks to a loopback echo server
--- on the host at ws://127.0.0.1:PORT/echo. Exits 0 when every check passes.
+-- cross/verify.lua DIR PORT [TLS_PORT PIN CAFILE [SOCKS_PORT]] — run by cross/verify.sh under
+-- the target's own Lua 5.1 (qemu-user). Loads DIR/luws.so and talks to a loopback echo server
+-- on the host at ws://127.0.0.1:PORT/echo; with TLS_PORT, also to a TLS echo server whose
+-- certificate (CAFILE, key pin PIN) names only luws.test, and through a SOCKS5 proxy.
+-- Exits 0 when every check passes.
 local dir, port = assert(arg[1], "usage: verify.lua DIR PORT"), assert(tonumber(arg[2]), "PORT")
+local tls_port, pin, cafile, socks_port = tonumber(arg[3]), arg[4], arg[5], tonumber(arg[6])
 package.cpath = dir .. "/?.so;" .. package.cpath
 local passed, failed = 0, 0
 local function check(name, cond, detail)
@@ -69,6 +72,43 @@ if conn then
   luws.wsclose(conn)
   local c_ok, cerr = luws.wssend(conn, 1, "after close")
   check("wssend after wsclose fails softly", c_ok == false and type(cerr) == "string", cerr)
+end
+
+-- One text round trip; returns the echo, or nil and the error.
+local function round_trip(u, o)
+  local echoed
+  local c, e = luws.wsopen(u, function(_, op, data) if op == 1 then echoed = data end end, o)
+  if not c then return nil, e end
+  luws.wssend(c, 1, "over " .. u)
+  local deadline = os.time() + 20
+  while not echoed and os.time() < deadline do
+    local more, n = luws.wsreceive(c)
+    if more == nil then e = n break end
+  end
+  luws.wsclose(c)
+  return echoed, e or "no echo"
+end
+
+-- The TLS backend on the target itself: pinning, the SNI override, a SOCKS5 tunnel.
+if tls_port then
+  local wss = string.format("wss://127.0.0.1:%d/echo", tls_port)
+  local got, e = round_trip(wss, { ssl_pin = pin })
+  check("wss with ssl_pin (no CA)", got == "over " .. wss, got or e)
+  local _, perr = round_trip(wss, { ssl_pin = "sha256//" .. string.rep("A", 43) .. "=" })
+  check("wss with a wrong pin refused", perr ==
+    "Failed SSL negotation: certificate verify failed: public key does not match ssl_pin", perr)
+  got, e = round_trip(wss, { ssl_verify = "peer", ssl_cafile = cafile, ssl_servername = "luws.test" })
+  check("ssl_verify peer + ssl_servername", got == "over " .. wss, got or e)
+  local _, herr = round_trip(wss, { ssl_verify = "peer", ssl_cafile = cafile })
+  check("ssl_verify peer without it: hostname mismatch", herr ==
+    "Failed SSL negotation: certificate verify failed: hostname mismatch", herr)
+  if socks_port then
+    local via = string.format("socks5h://127.0.0.1:%d", socks_port)
+    got, e = round_trip(url, { proxy = via })
+    check("ws through SOCKS5", got == "over " .. url, got or e)
+    got, e = round_trip(wss, { proxy = via, ssl_pin = pin })
+    check("wss through SOCKS5, pinned", got == "over " .. wss, got or e)
+  end
 end
 print(string.format("verify: %d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -41,11 +41,30 @@ if [ "$MODE" = probe ]; then
   (cd "$CROSS_DIR" && timeout 120 "${RUN[@]}" verify-probe.lua "$OUT/$T" 2>/dev/null) || fail=1
 else
   # the project's echo server (PyPI websockets), with the Python that has it
-  start_peer "$(PATH="$ORIG_PATH" command -v python3)" "$REPO_DIR/spec/servers/echo_server.py" ||
+  PY="$(PATH="$ORIG_PATH" command -v python3)"
+  start_peer "$PY" "$REPO_DIR/spec/servers/echo_server.py" ||
     { echo "FAIL: echo server did not start" >&2; exit 1; }
   echo "echo server: spec/servers/echo_server.py on 127.0.0.1:$PEER_PORT (pid $PEER_PID)"
-  (cd "$CROSS_DIR" && timeout 180 "${RUN[@]}" verify.lua "$OUT/$T" "$PEER_PORT") || fail=1
-  stop_peer
+  ECHO_PID=$PEER_PID; ECHO_PORT=$PEER_PORT; extra=(); peers=()
+  # The target's TLS backend too: the same server over TLS with a certificate that names only
+  # luws.test (pinned, or verified with ssl_servername), and microsocks when installed.
+  tls=$(mktemp -d "${TMPDIR:-/tmp}/luws-verify-tls.XXXXXX")
+  if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+       -subj /CN=luws.test -addext subjectAltName=DNS:luws.test \
+       -keyout "$tls/key.pem" -out "$tls/cert.pem" >/dev/null 2>&1 &&
+     start_peer "$PY" "$REPO_DIR/spec/servers/echo_server.py" --tls "$tls/cert.pem" "$tls/key.pem"; then
+    peers+=("$PEER_PID")
+    pin="sha256//$(openssl x509 -in "$tls/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+      openssl dgst -sha256 -binary | openssl enc -base64)"
+    extra=("$PEER_PORT" "$pin" "$tls/cert.pem")
+    if command -v microsocks >/dev/null && start_peer "$PY" "$REPO_DIR/spec/servers/real_proxy.py" microsocks; then
+      peers+=("$PEER_PID"); extra+=("$PEER_PORT")
+    fi
+  fi
+  (cd "$CROSS_DIR" && timeout 180 "${RUN[@]}" verify.lua "$OUT/$T" "$ECHO_PORT" "${extra[@]}") || fail=1
+  for p in "${peers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  PEER_PID=$ECHO_PID; stop_peer
+  rm -rf "$tls"
 fi
 if [ $fail = 0 ]; then log "VERIFIED $T ($MODE.so)"; else log "VERIFY FAILED $T ($MODE.so)"; fi
 exit $fail

@@ -143,10 +143,11 @@ struct PinningVerifier {
 }
 
 /// webpki's refusal of a CA certificate as the server's own. It checks the validity dates
-/// before this, so a certificate refused for this reason alone is within its dates.
+/// before this, so a certificate refused for this reason alone is within its dates. By type,
+/// not by text: webpki's Display is its Debug, which the Vera build compiles away.
 fn ca_used_as_end_entity(e: &rustls::Error) -> bool {
     matches!(e, rustls::Error::InvalidCertificate(CertificateError::Other(o))
-        if o.to_string() == "CaUsedAsEndEntity")
+        if matches!(o.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)))
 }
 
 /// webpki's `UnknownIssuer` (or `CaUsedAsEndEntity`, for the usual CA:TRUE self-signed hub
