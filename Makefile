@@ -54,9 +54,10 @@ cross-fast:
 cross-all:
 	cross/all.sh
 
-# The busted suite on every Lua version of the table.
+# The busted suite on every Lua version of the table but 5.1 (native-tls), which is the spec
+# stage's run; `tools/matrix.sh` alone runs every version.
 matrix:
-	tools/matrix.sh
+	MATRIX_SKIP=lua51 tools/matrix.sh
 
 # `luarocks make` for each Lua version into a local tree, then `require "luws"` from it.
 luarocks:
