@@ -17,8 +17,10 @@ compile_error!("luws: enable one Lua version feature: lua51, lua52, lua53, lua54
 pub mod backoff;
 pub mod clock;
 pub mod connecting;
+pub mod deflate;
 pub mod endpoint;
 pub mod error;
+pub mod extension;
 pub mod handshake;
 pub mod lws_reason;
 pub mod notify;
