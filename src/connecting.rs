@@ -507,8 +507,11 @@ impl Connecting {
 
     fn upgrade(&mut self, transport: Transport) -> Result<Stage, Error> {
         self.handshake_deadline = Some(Instant::now() + self.spec.handshake_timeout);
-        let req = handshake::build_request(&self.spec.endpoint, &self.spec.headers)
+        let mut req = handshake::build_request(&self.spec.endpoint, &self.spec.headers)
             .map_err(|e| Error::Upgrade(UpgradeFailure::Io(IoFailure::from(&e))))?;
+        if let Some(offer) = &self.spec.deflate {
+            req.offer_deflate(offer.clone());
+        }
         Ok(Stage::Upgrade {
             transport,
             req,
@@ -559,11 +562,13 @@ impl Connecting {
                         if let Verdict::Upgraded {
                             header_len,
                             response,
+                            deflate,
                         } = verdict
                         {
                             let leftover = buf.split_off(header_len);
-                            let mut session =
-                                Session::new(transport, leftover, self.spec.session.clone());
+                            let mut config = self.spec.session.clone();
+                            config.deflate = deflate;
+                            let mut session = Session::new(transport, leftover, config);
                             session.set_response(*response);
                             session.set_url(self.spec.endpoint.url());
                             if let (Some(t), Some(addr)) = (&self.spec.notify, self.notify_addr) {

@@ -202,6 +202,12 @@ pub enum UpgradeFailure {
     /// The server enabled an extension luws did not ask for (§4.1, item 5).
     #[error("unexpected Sec-WebSocket-Extensions {0}")]
     Extension(String),
+    /// The server's answer to the permessage-deflate offer breaks RFC 7692 §7.1.
+    #[error("bad Sec-WebSocket-Extensions {value} ({problem})")]
+    BadExtension {
+        value: String,
+        problem: crate::extension::ExtensionProblem,
+    },
     /// Any other socket error.
     #[error("{0}")]
     Io(IoFailure),
@@ -348,6 +354,9 @@ pub enum ReceiveFailure {
     /// A text message was not UTF-8; we sent Close 1007.
     #[error("invalid UTF-8 in text message")]
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) did not inflate; we sent Close 1007.
+    #[error("invalid compressed data")]
+    BadCompression,
     /// A message (one frame or reassembled) exceeded `max_payload_size`; we sent Close 1009.
     #[error("message of {size} bytes exceeds max_payload_size {max}")]
     TooBig { size: u64, max: usize },

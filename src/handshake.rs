@@ -3,6 +3,7 @@
 
 use crate::endpoint::Endpoint;
 use crate::error::UpgradeFailure;
+use crate::extension::{DeflateConfig, DeflateParams};
 pub use crate::response::Response;
 
 /// LuWS reads at most this much response header.
@@ -16,6 +17,20 @@ pub struct Request {
     pub expected_accept: String,
     /// Subprotocols offered through `upgrade_headers` (the server must pick one of them or none).
     pub offered_protocols: Vec<String>,
+    /// The permessage-deflate offer (RFC 7692), if any: the answer is judged against it.
+    pub deflate: Option<DeflateConfig>,
+}
+
+impl Request {
+    /// Adds the permessage-deflate offer (`Sec-WebSocket-Extensions`) to the request.
+    pub fn offer_deflate(&mut self, config: DeflateConfig) {
+        // The request ends with its blank line: the header goes before it.
+        self.bytes.truncate(self.bytes.len() - 2);
+        self.bytes.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        self.bytes.extend_from_slice(config.offer().as_bytes());
+        self.bytes.extend_from_slice(b"\r\n\r\n");
+        self.deflate = Some(config);
+    }
 }
 
 /// Headers luws writes itself; users may not replace them.
@@ -91,6 +106,7 @@ fn build_request_with_nonce(
         bytes: r.into_bytes(),
         expected_accept: accept_key(key.as_bytes()),
         offered_protocols,
+        deflate: None,
     }
 }
 
@@ -103,6 +119,8 @@ pub enum Verdict {
     Upgraded {
         header_len: usize,
         response: Box<Response>,
+        /// The permessage-deflate parameters agreed, if the server accepted the offer.
+        deflate: Option<DeflateParams>,
     },
 }
 
@@ -171,11 +189,26 @@ pub fn judge(buf: &[u8], req: &Request) -> Result<Verdict, UpgradeFailure> {
         Some(v) if v != req.expected_accept => return Err(UpgradeFailure::AcceptMismatch),
         Some(_) => {}
     }
-    if let Some(ext) = get("sec-websocket-extensions") {
-        if !ext.is_empty() {
-            return Err(UpgradeFailure::Extension(ext));
+    let extensions: Vec<String> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let deflate = match (&req.deflate, extensions.is_empty()) {
+        (_, true) => None,
+        (None, false) => return Err(UpgradeFailure::Extension(extensions.join(", "))),
+        (Some(offer), false) => {
+            let values: Vec<&str> = extensions.iter().map(String::as_str).collect();
+            crate::extension::accept(offer, &values).map_err(|problem| {
+                UpgradeFailure::BadExtension {
+                    value: extensions.join(", "),
+                    problem,
+                }
+            })?
         }
-    }
+    };
     if let Some(p) = get("sec-websocket-protocol") {
         if !req.offered_protocols.iter().any(|o| o == &p) {
             return Err(UpgradeFailure::Subprotocol(p));
@@ -184,6 +217,7 @@ pub fn judge(buf: &[u8], req: &Request) -> Result<Verdict, UpgradeFailure> {
     Ok(Verdict::Upgraded {
         header_len: end,
         response: Box::new(response),
+        deflate,
     })
 }
 
@@ -344,6 +378,7 @@ mod tests {
             Ok(Verdict::Upgraded {
                 header_len,
                 response,
+                ..
             }) => (header_len, *response),
             other => panic!("not upgraded: {other:?}"),
         };

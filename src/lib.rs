@@ -22,9 +22,11 @@ pub mod endpoint;
 pub mod error;
 pub mod extension;
 pub mod handshake;
+pub mod incoming;
 pub mod lws_reason;
 pub mod notify;
 pub mod open;
+pub mod outbox;
 pub mod poll;
 pub mod proxy;
 pub mod reconnect;
@@ -36,7 +38,6 @@ pub mod sys;
 pub mod tcp;
 pub mod tls;
 pub mod tunnel;
-pub mod unmask;
 pub mod wire;
 
 // A module build leaves Lua's symbols to the host, so a unit-test binary cannot link the Lua

@@ -47,6 +47,8 @@ pub fn lws_reason(e: &Error) -> &'static str {
             UpgradeFailure::ConnectionMissing => "HS: CONNECTION missing",
             UpgradeFailure::Subprotocol(_) => "HS: Cannot match protocol",
             UpgradeFailure::Extension(_) => "HS: EXT: unknown ext",
+            // libwebsockets's words for an extension answer its option parser refuses.
+            UpgradeFailure::BadExtension { .. } => "HS: EXT: failed setting opts",
             UpgradeFailure::TooLarge => "HS: OOM",
             UpgradeFailure::Closed => "Peer hung up",
             UpgradeFailure::Timeout => "timeout",

@@ -12,17 +12,74 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
-use tungstenite::{Bytes, Message, Utf8Bytes};
+use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::clock::Clock;
+use crate::deflate::{Deflater, Inflater};
 use crate::error::{Error, IoFailure, ReceiveFailure, SendFailure};
+use crate::extension::DeflateParams;
+use crate::incoming::{Fault, Incoming, Item};
+use crate::outbox::{Compression, Kind, Outbox};
 use crate::stream::{NoBlock, Stream};
 use crate::sys::Interest;
 use crate::wire::{Transport, Wire};
 
-type Ws<W> = WebSocket<Stream<W>>;
+/// The WebSocket on its byte stream: the receiving half, the sending half.
+struct Ws<W> {
+    io: Stream<W>,
+    rx: Incoming,
+    tx: Outbox,
+    /// `send_buffer`: the bound on queued output.
+    cap: usize,
+    /// A Close went out (ours, or the echo of the peer's): nothing may follow it.
+    close_sent: bool,
+}
+
+impl<W: Wire> Ws<W> {
+    fn get_ref(&self) -> &Stream<W> {
+        &self.io
+    }
+
+    fn get_mut(&mut self) -> &mut Stream<W> {
+        &mut self.io
+    }
+
+    /// The next frame's worth of progress, without blocking.
+    fn read(&mut self) -> Result<Option<Item>, Fault> {
+        self.rx.next(&mut self.io)
+    }
+
+    /// Writes queued output; `Ok(None)` while some of it still waits for the socket.
+    fn flush(&mut self) -> io::Result<Option<()>> {
+        self.tx
+            .write_to(&mut self.io, self.cap)
+            .map(|done| done.then_some(()))
+    }
+
+    /// Queues a Close (once: RFC 6455 §5.5.1), taken whatever the buffer holds.
+    fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        self.queue_close_body(&close_body(frame));
+    }
+
+    fn queue_close_body(&mut self, body: &[u8]) {
+        if std::mem::replace(&mut self.close_sent, true) {
+            return;
+        }
+        self.tx.drop_pong();
+        self.tx.push(Kind::Close, body, usize::MAX);
+    }
+}
+
+/// A Close frame's payload: the code and the reason, or nothing.
+fn close_body(frame: Option<&CloseFrame>) -> Vec<u8> {
+    frame.map_or_else(Vec::new, |f| {
+        let mut b = u16::from(f.code).to_be_bytes().to_vec();
+        b.extend_from_slice(f.reason.as_bytes());
+        b
+    })
+}
 
 /// Tunables of an open connection (the LuWS options that matter after the handshake).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +110,8 @@ pub struct SessionConfig {
     /// Mask outgoing frames (RFC 6455 §5.3); LuWS's `use_masking = false` turns it off for
     /// servers that cannot unmask.
     pub masking: bool,
+    /// permessage-deflate as agreed in the handshake (RFC 7692), if it was.
+    pub deflate: Option<DeflateParams>,
 }
 
 impl Default for SessionConfig {
@@ -68,21 +127,12 @@ impl Default for SessionConfig {
             receive_budget: 64 * 1024,
             max_payload_size: 65535,
             masking: true,
+            deflate: None,
         }
     }
 }
 
 impl SessionConfig {
-    fn tungstenite(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(self.chunk_size)
-            // Each message goes to the socket at once; batching would delay small messages.
-            .write_buffer_size(0)
-            .max_message_size(Some(self.max_payload_size))
-            .max_frame_size(Some(self.max_payload_size))
-            .max_write_buffer_size(self.send_buffer.max(1))
-    }
-
     /// How long output may make no progress before the connection fails.
     fn stall_limit(&self) -> Duration {
         if self.send_timeout.is_zero() {
@@ -129,7 +179,7 @@ impl<W: Wire> Drain<W> {
     fn progress(&mut self, now: Instant) -> bool {
         let timed_out = now >= self.until;
         if !self.flushed {
-            match self.ws.flush().no_block() {
+            match self.ws.flush() {
                 Ok(Some(())) => self.flushed = true,
                 Ok(None) => return timed_out,
                 Err(_) => return true,
@@ -187,10 +237,10 @@ impl<W> Link<W> {
 /// What one receive step produced.
 #[derive(Debug)]
 pub enum Event {
-    /// A complete data message (text already checked as UTF-8).
+    /// A complete data message (text already checked as UTF-8); its bytes are
+    /// `Session::message()` until the next call on the session.
     Message {
         text: bool,
-        data: Bytes,
     },
     /// A Ping; its Pong is already queued (a pong sent before the next step replaces it).
     Ping(Bytes),
@@ -236,10 +286,6 @@ pub struct Session<W: Wire = Transport> {
     ping_sent: Option<Instant>,
     /// Data may wait in buffers where poll(2) cannot see it (TLS, decoder, budget stop).
     maybe_buffered: bool,
-    /// tungstenite's last read found no complete frame in its buffer (it asked the stream for
-    /// more): while the socket has nothing either, a read can be skipped. It would zero its
-    /// 4 KiB read chunk (`FrameCodec::read_in`) only to hear WouldBlock.
-    decoder_empty: bool,
     /// An event taken by `next_event` and given back (`unread`): the next call returns it.
     unread: Option<Event>,
     /// Some outgoing bytes wait for the socket.
@@ -269,12 +315,25 @@ impl<W: Wire> Session<W> {
         clock: Clock,
     ) -> Session<W> {
         let maybe_buffered = !leftover.is_empty();
-        let ws = WebSocket::from_partially_read(
-            Stream::new(transport, config.masking),
-            leftover,
-            Role::Client,
-            Some(config.tungstenite()),
-        );
+        let deflate = config.deflate.as_ref();
+        let compression = deflate.and_then(|p| {
+            Deflater::new(p).map(|deflater| Compression {
+                deflater,
+                threshold: p.threshold,
+            })
+        });
+        let ws = Ws {
+            io: Stream::new(transport),
+            rx: Incoming::new(
+                leftover,
+                config.chunk_size,
+                config.max_payload_size,
+                deflate.map(Inflater::new),
+            ),
+            tx: Outbox::new(config.masking, compression),
+            cap: config.send_buffer.max(1),
+            close_sent: false,
+        };
         let now = clock.now();
         Session {
             notifier: None,
@@ -286,7 +345,6 @@ impl<W: Wire> Session<W> {
             opened: (now, SystemTime::now()),
             ping_sent: None,
             maybe_buffered,
-            decoder_empty: !maybe_buffered,
             unread: None,
             pending_out: false,
             stalled: None,
@@ -505,26 +563,25 @@ impl<W: Wire> Session<W> {
             self.progress_drain();
             return Event::Ended(self.ending_error());
         };
-        // Nothing buffered, nothing queued to write (tungstenite's read would flush it) and
-        // nothing in the socket: the read could only say WouldBlock.
-        if self.decoder_empty && !self.pending_out && ws.get_ref().nothing_to_read() {
+        // No complete frame buffered and nothing in the socket: the read could only say
+        // WouldBlock.
+        if ws.rx.starved() && ws.get_ref().nothing_to_read() {
             self.maybe_buffered = false;
             return self.check_timers();
         }
         let before = ws.get_ref().read_in_call();
-        let result = ws.read().no_block();
-        self.decoder_empty = matches!(result, Ok(None));
+        let result = ws.read();
         if ws.get_ref().read_in_call() != before {
             // Any byte is a sign of life, even the middle of a frame that trickles in.
             self.last_activity = self.clock.now();
             self.ping_sent = None;
         }
         match result {
-            Ok(Some(msg)) => {
+            Ok(Some(item)) => {
                 self.last_frame = self.clock.now();
                 self.last_activity = self.last_frame;
                 self.ping_sent = None;
-                self.on_message(msg)
+                self.on_item(item)
             }
             Ok(None) => {
                 let paused = ws.get_ref().paused();
@@ -535,93 +592,62 @@ impl<W: Wire> Session<W> {
                     self.check_timers()
                 }
             }
-            Err(e) => self.on_read_error(e),
+            Err(fault) => self.on_fault(fault),
         }
     }
 
-    fn on_message(&mut self, msg: Message) -> Event {
-        match msg {
-            Message::Text(t) => Event::Message {
-                text: true,
-                data: Bytes::from(t),
-            },
-            Message::Binary(b) => Event::Message {
-                text: false,
-                data: b,
-            },
-            Message::Ping(p) => {
-                // tungstenite queued the pong; the next step writes it, unless the control
-                // handler sends its own in its place.
-                self.note_pending();
+    /// The bytes of the message `next_event` just returned.
+    pub fn message(&self) -> &[u8] {
+        match &self.link {
+            Link::Open(ws) | Link::Closing(ws) => ws.rx.message(),
+            Link::Draining(_) | Link::Closed(_) => &[],
+        }
+    }
+
+    fn on_item(&mut self, item: Item) -> Event {
+        match item {
+            Item::Message { text } => Event::Message { text },
+            Item::Ping(p) => {
+                // The pong is queued; the next step writes it, unless the control handler
+                // sends its own in its place.
+                if let Some(ws) = self.link.ws() {
+                    if !ws.close_sent {
+                        ws.tx.set_pong(p.clone());
+                        self.note_pending();
+                    }
+                }
                 Event::Ping(p)
             }
-            Message::Pong(p) => Event::Pong(p),
-            Message::Close(frame) => {
-                // tungstenite answers a close code that may not be sent (RFC 6455 §7.4.1) with
-                // 1002 "Protocol violation" in place of the peer's frame: a protocol error.
-                if frame.as_ref().is_some_and(|f| {
-                    f.code == CloseCode::Protocol && f.reason.as_str() == INVALID_CLOSE_REASON
-                }) {
-                    let err = Error::Receive(ReceiveFailure::Protocol("invalid close code"));
-                    self.end(Ending::Failed(err.clone()), false);
-                    return Event::Failed(err);
+            Item::Pong(p) => Event::Pong(p),
+            Item::Close(frame) => {
+                // Echo the peer's Close (RFC 6455 §5.5.1), unless this answers ours: it
+                // drains as the socket allows, then the socket goes.
+                if let Some(ws) = self.link.ws() {
+                    ws.queue_close(frame.as_ref());
                 }
-                // tungstenite queued our echo of the peer's Close (or this acknowledges ours):
-                // it drains as the socket allows, then the socket goes.
                 self.end(Ending::Peer, false);
                 Event::Close(frame)
             }
-            // Raw frames are never returned by read().
-            Message::Frame(_) => Event::Idle,
         }
     }
 
-    fn on_read_error(&mut self, e: tungstenite::Error) -> Event {
-        use tungstenite::error::{CapacityError, ProtocolError as P};
-        let (failure, code) = match e {
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                (ReceiveFailure::Closed, None)
-            }
-            tungstenite::Error::Protocol(P::ResetWithoutClosingHandshake) => {
-                (ReceiveFailure::Closed, None)
-            }
-            tungstenite::Error::Protocol(p) => (
-                ReceiveFailure::Protocol(protocol_words(&p)),
-                Some(CloseCode::Protocol),
-            ),
-            tungstenite::Error::Utf8(_) => (ReceiveFailure::InvalidUtf8, Some(CloseCode::Invalid)),
-            // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0. (tungstenite
-            // reports the length as usize: on 32-bit targets such a frame reads as too big.)
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. })
-                if (size as u64) >> 63 != 0 =>
-            {
-                (
-                    ReceiveFailure::Protocol("invalid frame length"),
-                    Some(CloseCode::Protocol),
-                )
-            }
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+    fn on_fault(&mut self, fault: Fault) -> Event {
+        let (failure, code) = match fault {
+            Fault::Protocol(words) => (ReceiveFailure::Protocol(words), Some(CloseCode::Protocol)),
+            Fault::InvalidUtf8 => (ReceiveFailure::InvalidUtf8, Some(CloseCode::Invalid)),
+            Fault::BadCompression => (ReceiveFailure::BadCompression, Some(CloseCode::Invalid)),
+            Fault::TooBig { size } => (
                 ReceiveFailure::TooBig {
-                    size: size as u64,
-                    max: max_size,
-                },
-                Some(CloseCode::Size),
-            ),
-            tungstenite::Error::Capacity(_) => (
-                ReceiveFailure::TooBig {
-                    size: 0,
+                    size,
                     max: self.config.max_payload_size,
                 },
                 Some(CloseCode::Size),
             ),
-            tungstenite::Error::Io(io) => match IoFailure::from(&io) {
+            Fault::Closed => (ReceiveFailure::Closed, None),
+            Fault::Io(io) => match IoFailure::from(&io) {
                 IoFailure::Closed => (ReceiveFailure::Closed, None),
                 f => (ReceiveFailure::Io(f), None),
             },
-            other => (
-                ReceiveFailure::Io(IoFailure::Other(other.to_string())),
-                None,
-            ),
         };
         self.fail(Error::Receive(failure), code)
     }
@@ -651,7 +677,8 @@ impl<W: Wire> Session<W> {
                     self.ping_sent = Some(now);
                     if let Some(ws) = self.link.ws() {
                         // A full buffer refuses it: the stall limit then ends the connection.
-                        let _ = ws.write(Message::Ping(Bytes::from_static(b"luws-keepalive")));
+                        let cap = ws.cap;
+                        ws.tx.push(Kind::Ping, b"luws-keepalive", cap);
                     }
                     if let Err(e) = self.pump_out() {
                         return Event::Failed(e);
@@ -668,7 +695,7 @@ impl<W: Wire> Session<W> {
     fn fail(&mut self, err: Error, code: Option<CloseCode>) -> Event {
         match (code, self.link.ws()) {
             (Some(code), Some(ws)) => {
-                let _ = ws.close(Some(CloseFrame {
+                ws.queue_close(Some(&CloseFrame {
                     code,
                     reason: Utf8Bytes::from_static(""),
                 }));
@@ -751,10 +778,10 @@ impl<W: Wire> Session<W> {
             Link::Closed(Ending::Peer) => return Err(Error::Closing),
             Link::Draining(_) | Link::Closed(_) => return Err(Error::NotConnected),
         }
-        let is_close = matches!(out, Outgoing::Close(_));
-        // A pong takes the place of a queued automatic one (tungstenite keeps one at most).
-        let is_pong = matches!(out, Outgoing::Pong(_));
-        let msg = to_message(out).map_err(Error::Send)?;
+        let (kind, payload) = to_frame(out).map_err(Error::Send)?;
+        let is_close = kind == Kind::Close;
+        // A pong takes the place of a queued automatic one (one waits at most).
+        let is_pong = kind == Kind::Pong;
         let wait = if self.config.sends_wait {
             self.config.send_timeout
         } else {
@@ -764,11 +791,11 @@ impl<W: Wire> Session<W> {
         if self.pending_out && !is_pong {
             self.pump_out()?;
         }
-        let mut refused = self.write_message(msg.clone())?;
+        let mut refused = self.write_message(kind, &payload)?;
         if refused && !wait.is_zero() {
             // Over the cap: wait (within send_timeout) for the backlog to drain, then retry.
             self.flush_for(wait)?;
-            refused = self.write_message(msg)?;
+            refused = self.write_message(kind, &payload)?;
         }
         if refused {
             return Err(Error::Send(SendFailure::BufferFull));
@@ -782,33 +809,28 @@ impl<W: Wire> Session<W> {
         self.flush_for(wait)
     }
 
-    /// Hands one message to tungstenite. With nothing pending it is taken whatever its size;
-    /// otherwise the cap applies. Returns true when the cap refused it.
-    fn write_message(&mut self, msg: Message) -> Result<bool, Error> {
+    /// Queues one message. With nothing pending it is taken whatever its size; otherwise the
+    /// cap applies. Returns true when the cap refused it.
+    fn write_message(&mut self, kind: Kind, payload: &Bytes) -> Result<bool, Error> {
         let roomy = !self.pending_out;
-        let cap = self.config.send_buffer.max(1);
         let Some(ws) = self.link.ws() else {
             return Err(Error::NotConnected);
         };
-        if roomy {
-            ws.set_config(|c| c.max_write_buffer_size = usize::MAX);
+        if ws.close_sent {
+            return Err(Error::Closing);
         }
-        let r = ws.write(msg).no_block();
-        if roomy {
-            ws.set_config(|c| c.max_write_buffer_size = cap);
-        }
-        match r {
-            Ok(Some(())) => Ok(false),
-            Ok(None) => {
-                self.note_pending();
-                Ok(false)
+        match kind {
+            Kind::Pong => ws.tx.set_pong(payload.clone()),
+            Kind::Close => ws.queue_close_body(payload),
+            _ => {
+                let cap = if roomy { usize::MAX } else { ws.cap };
+                if !ws.tx.push(kind, payload, cap) {
+                    return Ok(true);
+                }
             }
-            Err(tungstenite::Error::WriteBufferFull(_)) => Ok(true),
-            Err(tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::SendAfterClosing,
-            )) => Err(Error::Closing),
-            Err(e) => Err(self.fail_send(e)),
         }
+        self.note_pending();
+        Ok(false)
     }
 
     /// Output is waiting for the socket: start the stall clock if it is not running.
@@ -826,7 +848,7 @@ impl<W: Wire> Session<W> {
         let Some(ws) = self.link.ws() else {
             return Err(self.ending_error());
         };
-        let r = ws.flush().no_block();
+        let r = ws.flush();
         let written = ws.get_ref().written();
         match r {
             Ok(Some(())) => {
@@ -861,7 +883,7 @@ impl<W: Wire> Session<W> {
             let Some(ws) = self.link.ws() else {
                 return Err(self.ending_error());
             };
-            match ws.flush().no_block() {
+            match ws.flush() {
                 Ok(Some(())) => {
                     self.pending_out = false;
                     self.stalled = None;
@@ -884,16 +906,10 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    fn fail_send(&mut self, e: tungstenite::Error) -> Error {
-        let failure = match e {
-            tungstenite::Error::Io(io) => match IoFailure::from(&io) {
-                IoFailure::Closed => SendFailure::Closed,
-                f => SendFailure::Io(f),
-            },
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                SendFailure::Closed
-            }
-            other => SendFailure::Io(IoFailure::Other(other.to_string())),
+    fn fail_send(&mut self, e: io::Error) -> Error {
+        let failure = match IoFailure::from(&e) {
+            IoFailure::Closed => SendFailure::Closed,
+            f => SendFailure::Io(f),
         };
         let err = Error::Send(failure);
         self.drop_socket(Ending::Failed(err.clone()));
@@ -949,7 +965,7 @@ impl<W: Wire> Session<W> {
             d.ws.get_ref().wire().wait(d.interest(), left);
         }
         if let Link::Open(ws) = &mut self.link {
-            let _ = ws.close(Some(CloseFrame {
+            ws.queue_close(Some(&CloseFrame {
                 code: CloseCode::from(code),
                 reason: Utf8Bytes::from_static(""),
             }));
@@ -973,10 +989,11 @@ impl<W: Wire> Drop for Session<W> {
         self.stop_notifier();
         match &mut self.link {
             Link::Open(ws) => {
-                let _ = ws.close(Some(CloseFrame {
+                ws.queue_close(Some(&CloseFrame {
                     code: CloseCode::Away,
                     reason: Utf8Bytes::from_static(""),
                 }));
+                let _ = ws.flush();
             }
             Link::Draining(d) => {
                 d.progress(self.clock.now());
@@ -990,14 +1007,11 @@ impl<W: Wire> Drop for Session<W> {
 /// turn our close into a reset that destroys the Close frame before the peer reads it.
 const FAIL_LINGER: Duration = Duration::from_millis(200);
 
-/// The reason tungstenite puts in its 1002 answer to a Close whose code may not be sent.
-const INVALID_CLOSE_REASON: &str = "Protocol violation";
-
 /// Reads until the peer's Close arrives (or the socket ends, or time runs out).
 fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
     loop {
         let left = deadline.saturating_duration_since(clock.now());
-        match ws.flush().no_block() {
+        match ws.flush() {
             Ok(Some(())) => {}
             Ok(None) if !left.is_zero() => {
                 ws.get_ref().wire().wait(Interest::Write, left);
@@ -1005,8 +1019,8 @@ fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
             }
             _ => return,
         }
-        match ws.read().no_block() {
-            Ok(Some(Message::Close(_))) => {
+        match ws.read() {
+            Ok(Some(Item::Close(_))) => {
                 let _ = ws.flush();
                 return;
             }
@@ -1023,7 +1037,9 @@ fn await_peer_close<W: Wire>(ws: &mut Ws<W>, deadline: Instant, clock: &Clock) {
     }
 }
 
-fn to_message(out: Outgoing) -> Result<Message, SendFailure> {
+/// A send's frame kind and payload, checked (RFC 6455 §5.5: control payloads ≤ 125 bytes;
+/// §5.6: text is UTF-8).
+fn to_frame(out: Outgoing) -> Result<(Kind, Bytes), SendFailure> {
     let control = |v: Bytes| {
         if v.len() > 125 {
             Err(SendFailure::ControlTooLarge)
@@ -1033,16 +1049,19 @@ fn to_message(out: Outgoing) -> Result<Message, SendFailure> {
     };
     Ok(match out {
         Outgoing::Text(v) => {
-            Message::Text(Utf8Bytes::try_from(v).map_err(|_| SendFailure::InvalidUtf8)?)
+            if std::str::from_utf8(&v).is_err() {
+                return Err(SendFailure::InvalidUtf8);
+            }
+            (Kind::Text, v)
         }
-        Outgoing::Binary(v) => Message::Binary(v),
-        Outgoing::Ping(v) => Message::Ping(control(v)?),
-        Outgoing::Pong(v) => Message::Pong(control(v)?),
+        Outgoing::Binary(v) => (Kind::Binary, v),
+        Outgoing::Ping(v) => (Kind::Ping, control(v)?),
+        Outgoing::Pong(v) => (Kind::Pong, control(v)?),
         Outgoing::Close(f) => {
             if f.as_ref().is_some_and(|f| f.reason.len() > 123) {
                 return Err(SendFailure::ControlTooLarge);
             }
-            Message::Close(f)
+            (Kind::Close, Bytes::from(close_body(f.as_ref())))
         }
     })
 }
@@ -1065,25 +1084,6 @@ pub fn close_frame(body: Bytes) -> Result<Option<CloseFrame>, SendFailure> {
     }
     let reason = Utf8Bytes::try_from(body.slice(2..)).map_err(|_| SendFailure::BadClosePayload)?;
     Ok(Some(CloseFrame { code, reason }))
-}
-
-/// Short, stable words for RFC violations (they end up in handler messages).
-fn protocol_words(p: &tungstenite::error::ProtocolError) -> &'static str {
-    use tungstenite::error::ProtocolError as P;
-    match p {
-        P::NonZeroReservedBits => "reserved bits set",
-        P::MaskedFrameFromServer => "masked frame from server",
-        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) | P::InvalidOpcode(_) => {
-            "unknown opcode"
-        }
-        P::FragmentedControlFrame => "fragmented control frame",
-        P::ControlFrameTooBig => "control frame too big",
-        P::UnexpectedContinueFrame => "continuation frame without a message",
-        P::ExpectedFragment(_) => "new message inside a fragmented one",
-        P::InvalidCloseSequence => "invalid close frame",
-        P::ReceivedAfterClosing => "data after close",
-        _ => "invalid frame",
-    }
 }
 
 #[cfg(test)]
@@ -1122,15 +1122,15 @@ mod tests {
     #[test]
     fn control_frames_are_limited_to_125_bytes() {
         assert!(matches!(
-            to_message(Outgoing::Ping(Bytes::from(vec![0; 125]))),
-            Ok(Message::Ping(_))
+            to_frame(Outgoing::Ping(Bytes::from(vec![0; 125]))),
+            Ok((Kind::Ping, _))
         ));
         assert_eq!(
-            to_message(Outgoing::Ping(Bytes::from(vec![0; 126]))).err(),
+            to_frame(Outgoing::Ping(Bytes::from(vec![0; 126]))).err(),
             Some(SendFailure::ControlTooLarge)
         );
         assert_eq!(
-            to_message(Outgoing::Text(Bytes::from(vec![0xff]))).err(),
+            to_frame(Outgoing::Text(Bytes::from(vec![0xff]))).err(),
             Some(SendFailure::InvalidUtf8)
         );
     }

@@ -22,6 +22,9 @@ pub struct OpenSpec {
     pub session: SessionConfig,
     /// Luup notification on data arrival (the `notify` option).
     pub notify: Option<crate::notify::NotifyTarget>,
+    /// The permessage-deflate offer (`permessage_deflate`; off by default, so that a drop-in
+    /// puts the same bytes on the wire).
+    pub deflate: Option<crate::extension::DeflateConfig>,
     /// Redirects (301, 302, 303, 307, 308) to follow at most (`follow_redirects`; LuWS: none).
     pub follow_redirects: u32,
     /// Reopen after an end the application did not ask for (the `reconnect` option).
@@ -43,6 +46,7 @@ impl OpenSpec {
             handshake_timeout: Duration::from_secs(5),
             session: SessionConfig::default(),
             notify: None,
+            deflate: None,
             follow_redirects: 0,
             reconnect: None,
             announce: false,

@@ -1,24 +1,16 @@
-//! The byte stream under the WebSocket: a `Wire` with a per-call read budget (and, when the user
-//! turned masking off, the unmasking adapter).
+//! The byte stream under the WebSocket: a `Wire` with a per-call read budget.
 //!
 //! The budget is how `wsreceive` bounds its work: once a call has read its share, the stream
-//! reports `WouldBlock`, which tungstenite treats as "no data yet" and keeps its partial frame.
+//! reports `WouldBlock`, which the frame reader treats as "no data yet", keeping its partial
+//! frame.
 
 use std::io::{self, Read, Write};
 
-use crate::unmask::Unmasked;
 use crate::wire::{Transport, Wire};
-
-/// How bytes reach the transport: as tungstenite writes them, or with the masking taken off
-/// (the user's `use_masking = false`).
-enum Io<W> {
-    Direct(W),
-    Unmasked(Box<Unmasked<W>>),
-}
 
 /// A wire plus the read budget of the current `wsreceive` call.
 pub struct Stream<W = Transport> {
-    io: Io<W>,
+    io: W,
     /// Bytes this call may still read; 0 makes reads report WouldBlock.
     budget: usize,
     /// Bytes read since the budget was last set.
@@ -34,15 +26,9 @@ pub struct Stream<W = Transport> {
 }
 
 impl<W: Wire> Stream<W> {
-    /// A stream that sends frames as tungstenite formats them (masked, RFC 6455 §5.3), or with
-    /// `masking` false, unmasked.
-    pub fn new(transport: W, masking: bool) -> Stream<W> {
+    pub fn new(transport: W) -> Stream<W> {
         Stream {
-            io: if masking {
-                Io::Direct(transport)
-            } else {
-                Io::Unmasked(Box::new(Unmasked::new(transport)))
-            },
+            io: transport,
             budget: usize::MAX,
             read_in_call: 0,
             paused: false,
@@ -80,17 +66,11 @@ impl<W: Wire> Stream<W> {
     }
 
     pub fn wire(&self) -> &W {
-        match &self.io {
-            Io::Direct(t) => t,
-            Io::Unmasked(u) => u.get_ref(),
-        }
+        &self.io
     }
 
     pub fn wire_mut(&mut self) -> &mut W {
-        match &mut self.io {
-            Io::Direct(t) => t,
-            Io::Unmasked(u) => u.get_mut(),
-        }
+        &mut self.io
     }
 }
 
@@ -116,25 +96,18 @@ impl<W: Wire> Read for Stream<W> {
 
 impl<W: Wire> Write for Stream<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.io {
-            Io::Direct(t) => t.write(buf)?,
-            Io::Unmasked(u) => u.write(buf)?,
-        };
+        let n = self.io.write(buf)?;
         self.written += n as u64;
         Ok(n)
     }
 
-    /// With masking off, reports `WouldBlock` while rewritten bytes are still held.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.io {
-            Io::Direct(t) => t.flush(),
-            Io::Unmasked(u) => u.flush(),
-        }
+        self.io.flush()
     }
 }
 
 /// Folds `WouldBlock` into `Ok(None)`: the one place where "no data yet" stops being an error,
-/// for socket results and tungstenite's alike.
+/// for socket results.
 pub trait NoBlock<T, E> {
     fn no_block(self) -> Result<Option<T>, E>;
 }
@@ -144,16 +117,6 @@ impl<T> NoBlock<T, io::Error> for io::Result<T> {
         match self {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl<T> NoBlock<T, tungstenite::Error> for tungstenite::Result<T> {
-    fn no_block(self) -> tungstenite::Result<Option<T>> {
-        match self {
-            Err(tungstenite::Error::Io(e)) => Err(e).no_block().map_err(tungstenite::Error::Io),
-            Ok(v) => Ok(Some(v)),
             Err(e) => Err(e),
         }
     }

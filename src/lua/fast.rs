@@ -597,10 +597,22 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     // Stack slot of the handler (its handler_args next to it), once looked up.
     let mut handler: c_int = 0;
     loop {
+        let mut call = None;
         let event = {
             let mut s = conn.session.borrow_mut();
             let ev = s.next_event();
             nbytes = nbytes.max(s.bytes_read());
+            if let Event::Message { text } = ev {
+                // SAFETY: pushes within the slots checked by `push_call`, called and popped by
+                // `finish_call`. The message's bytes are the session's until its next step, so
+                // they are pushed (copied) while it is borrowed; the handler runs after.
+                unsafe {
+                    if handler == 0 {
+                        handler = push_handler(l, base);
+                    }
+                    call = push_call(l, handler, if text { 1 } else { 2 }, s.message());
+                }
+            }
             ev
         };
         match event {
@@ -612,13 +624,10 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
                 }
                 return Done::Nil(e.receive_return_text());
             }
-            Event::Message { text, data } => {
-                // SAFETY: pushes within the slots checked by `dispatch`, popped by it.
-                unsafe {
-                    if handler == 0 {
-                        handler = push_handler(l, base);
-                    }
-                    dispatch(l, handler, if text { 1 } else { 2 }, &data);
+            Event::Message { .. } => {
+                if let Some(call) = call {
+                    // SAFETY: the call `push_call` prepared.
+                    unsafe { finish_call(l, call) };
                 }
             }
             other => {
@@ -649,10 +658,22 @@ unsafe fn push_handler(l: *mut ffi::lua_State, base: c_int) -> c_int {
     }
 }
 
-/// Calls `handler(conn, opcode, data, handler_args...)` under lua_pcall; an error it raises
-/// is logged (`message handler error: ...`) and dropped, as `luws_api::dispatch` does.
-unsafe fn dispatch(l: *mut ffi::lua_State, handler: c_int, opcode: i64, data: &[u8]) {
-    // SAFETY: every push is counted against lua_checkstack; the stack returns to `top`.
+/// A handler call pushed and ready: where the stack was, and how many arguments.
+#[derive(Clone, Copy)]
+struct Call {
+    top: c_int,
+    nargs: c_int,
+}
+
+/// Pushes the handler, the conn, the opcode, the data and the handler_args (the handler's
+/// slot is `handler`, its handler_args table next to it); `None` when the stack has no room.
+unsafe fn push_call(
+    l: *mut ffi::lua_State,
+    handler: c_int,
+    opcode: i64,
+    data: &[u8],
+) -> Option<Call> {
+    // SAFETY: every push is counted against lua_checkstack.
     unsafe {
         let top = ffi::lua_gettop(l);
         let args = handler + 1;
@@ -662,7 +683,7 @@ unsafe fn dispatch(l: *mut ffi::lua_State, handler: c_int, opcode: i64, data: &[
             0
         };
         if n > 0 && ffi::lua_checkstack(l, n + 4) == 0 {
-            return;
+            return None;
         }
         ffi::lua_pushvalue(l, handler);
         ffi::lua_pushvalue(l, 1);
@@ -671,11 +692,20 @@ unsafe fn dispatch(l: *mut ffi::lua_State, handler: c_int, opcode: i64, data: &[
         for i in 1..=n {
             ffi::lua_rawgeti(l, args, ffi::lua_Integer::from(i));
         }
-        if ffi::lua_pcall(l, 3 + n, 0, 0) != 0 {
+        Some(Call { top, nargs: 3 + n })
+    }
+}
+
+/// Runs a call `push_call` prepared, under lua_pcall (a handler's error is logged); the stack
+/// returns to where it was.
+unsafe fn finish_call(l: *mut ffi::lua_State, call: Call) {
+    // SAFETY: the function and its arguments are the top `nargs + 1` slots.
+    unsafe {
+        if ffi::lua_pcall(l, call.nargs, 0, 0) != 0 {
             let text = error_text(l);
             log_error(l, &format!("message handler error: runtime error: {text}"));
         }
-        ffi::lua_settop(l, top);
+        ffi::lua_settop(l, call.top);
     }
 }
 

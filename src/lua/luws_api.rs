@@ -673,11 +673,16 @@ pub fn receive_rest(
     let conn = ud.borrow::<Conn>()?;
     let mut handlers: Option<Handlers> = None;
     loop {
-        let event = {
+        let (event, message) = {
             let mut s = conn.session.borrow_mut();
             let ev = s.next_event();
             nbytes = nbytes.max(s.bytes_read());
-            ev
+            // The message's bytes are the session's until its next step: copy them now.
+            let message = match ev {
+                Event::Message { .. } => Some(lua.create_string(s.message())?),
+                _ => None,
+            };
+            (ev, message)
         };
         // Idle and budget stops need no handler: skip the user-value lookups (the idle path).
         match event {
@@ -690,8 +695,8 @@ pub fn receive_rest(
             None => handlers.insert(conn::handlers(ud)?),
         };
         match event {
-            Event::Message { text, data } => {
-                let s = lua.create_string(&data)?;
+            Event::Message { text } => {
+                let Some(s) = message else { continue };
                 dispatch(
                     lua,
                     &h.handler,

@@ -153,9 +153,9 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
         }
     }
     loop {
-        let event = {
+        let (event, message) = {
             let mut st = this.state.borrow_mut();
-            match &mut *st {
+            let ev = match &mut *st {
                 State::Open(s) => s.next_event(),
                 State::Closing(s, deadline) => {
                     let ev = s.next_event();
@@ -168,16 +168,24 @@ fn service(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
                 }
                 // A handler closed it before it was established again, or it is gone.
                 _ => return Ok(()),
-            }
+            };
+            // The message's bytes are the session's until its next step: copy them now.
+            let message = match (&ev, &*st) {
+                (Event::Message { .. }, State::Open(s) | State::Closing(s, _)) => {
+                    Some(lua.create_string(s.message())?)
+                }
+                _ => None,
+            };
+            (ev, message)
         };
         match event {
-            Event::Message { text, data } => {
+            Event::Message { text } => {
+                let Some(s) = message else { continue };
                 log::lws(
                     lua,
                     log::DEBUG,
-                    &format!("{}: received {} bytes", this.url, data.len()),
+                    &format!("{}: received {} bytes", this.url, s.as_bytes().len()),
                 );
-                let s = lua.create_string(&data)?;
                 fire(
                     lua,
                     ud,

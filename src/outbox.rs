@@ -1,0 +1,312 @@
+//! The sending half of the protocol: frames formatted (masked, and compressed when
+//! permessage-deflate was agreed) into one buffer that the socket drains as it can.
+//! Socket-free: it writes to any `Write`.
+//!
+//! Headers are formatted by tungstenite's public frame layer (`FrameHeader::format`); the
+//! payload is copied and masked in one pass. At most one pong waits outside the buffer: a newer
+//! one replaces it (RFC 6455 §5.5.3 lets a client answer only the latest ping), so a peer that
+//! pings a stalled connection cannot grow it.
+
+use std::io::{self, ErrorKind, Write};
+
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use crate::deflate::Deflater;
+
+/// A frame's kind, as the session asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Binary,
+    Ping,
+    Pong,
+    Close,
+}
+
+impl Kind {
+    fn opcode(self) -> OpCode {
+        match self {
+            Kind::Text => OpCode::Data(Data::Text),
+            Kind::Binary => OpCode::Data(Data::Binary),
+            Kind::Ping => OpCode::Control(Control::Ping),
+            Kind::Pong => OpCode::Control(Control::Pong),
+            Kind::Close => OpCode::Control(Control::Close),
+        }
+    }
+}
+
+/// The compressor and the size from which messages are compressed.
+pub struct Compression {
+    pub deflater: Deflater,
+    pub threshold: usize,
+}
+
+/// A send buffer's capacity beyond this (grown for one large message) is given back once it
+/// has drained.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+pub struct Outbox {
+    /// Formatted frames; `buf[sent..]` is not yet written.
+    buf: Vec<u8>,
+    sent: usize,
+    masking: bool,
+    compression: Option<Compression>,
+    /// A compressed payload, before it is masked into `buf`.
+    scratch: Vec<u8>,
+    /// The pong waiting for room in `buf`.
+    pong: Option<Bytes>,
+}
+
+impl Outbox {
+    pub fn new(masking: bool, compression: Option<Compression>) -> Outbox {
+        Outbox {
+            buf: Vec::new(),
+            sent: 0,
+            masking,
+            compression,
+            scratch: Vec::new(),
+            pong: None,
+        }
+    }
+
+    /// Bytes formatted but not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// Nothing waits to be written, not even a pong.
+    pub fn is_empty(&self) -> bool {
+        self.pending() == 0 && self.pong.is_none()
+    }
+
+    /// Queues one message as a single frame. With nothing pending it is taken whatever its
+    /// size; otherwise it is refused (false) when the buffer would pass `cap`.
+    pub fn push(&mut self, kind: Kind, payload: &[u8], cap: usize) -> bool {
+        let compress = matches!(kind, Kind::Text | Kind::Binary)
+            && self
+                .compression
+                .as_ref()
+                .is_some_and(|c| payload.len() >= c.threshold);
+        let body: &[u8] = if compress {
+            self.scratch.clear();
+            if let Some(c) = self.compression.as_mut() {
+                c.deflater.compress(payload, &mut self.scratch);
+            }
+            &self.scratch
+        } else {
+            payload
+        };
+        let pending = self.pending();
+        if pending > 0 && pending + body.len() + 14 > cap {
+            return false;
+        }
+        format(&mut self.buf, kind, compress, body, self.masking);
+        true
+    }
+
+    /// Sets the pong to send: it replaces one still waiting.
+    pub fn set_pong(&mut self, payload: Bytes) {
+        self.pong = Some(payload);
+    }
+
+    /// Drops a waiting pong (no pong follows a Close).
+    pub fn drop_pong(&mut self) {
+        self.pong = None;
+    }
+
+    /// Writes what `w` takes now, then flushes it. `Ok(true)`: everything is written;
+    /// `Ok(false)`: `w` would block with bytes left. A waiting pong joins the buffer when it
+    /// fits under `cap` (or the buffer is empty).
+    pub fn write_to<W: Write>(&mut self, w: &mut W, cap: usize) -> io::Result<bool> {
+        loop {
+            let room = |p: &Bytes| self.pending() == 0 || self.pending() + p.len() + 6 <= cap;
+            if self.pong.as_ref().is_some_and(room) {
+                if let Some(p) = self.pong.take() {
+                    format(&mut self.buf, Kind::Pong, false, &p, self.masking);
+                }
+            }
+            while self.sent < self.buf.len() {
+                match w.write(&self.buf[self.sent..]) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => self.sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.buf.clear();
+            self.sent = 0;
+            if self.pong.is_none() {
+                break;
+            }
+        }
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+            self.scratch = Vec::new();
+        }
+        match w.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Appends one final frame: the header, then the payload, masked as it is copied.
+fn format(buf: &mut Vec<u8>, kind: Kind, compressed: bool, payload: &[u8], masking: bool) {
+    let mask = masking.then(rand::random::<[u8; 4]>);
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: compressed,
+        rsv2: false,
+        rsv3: false,
+        opcode: kind.opcode(),
+        mask,
+    };
+    buf.reserve(header.len(payload.len() as u64) + payload.len());
+    // Writing to a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, buf);
+    match mask {
+        Some(key) => extend_masked(buf, payload, key),
+        None => buf.extend_from_slice(payload),
+    }
+}
+
+/// `buf.extend(payload XOR key)`, eight bytes at a time.
+fn extend_masked(buf: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
+    let k = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let words = payload.chunks_exact(8);
+    let tail = words.remainder();
+    buf.extend(words.flat_map(|w| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        (u64::from_ne_bytes(b) ^ k).to_ne_bytes()
+    }));
+    let done = payload.len() - tail.len();
+    buf.extend(
+        tail.iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[(done + i) & 3]),
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `room` bytes, then would block.
+    struct Sink {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.got.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn unmask(frame: &[u8]) -> Vec<u8> {
+        let key = [frame[2], frame[3], frame[4], frame[5]];
+        let mut out = frame[..2].to_vec();
+        out[1] &= 0x7f;
+        out.extend(frame[6..].iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        out
+    }
+
+    #[test]
+    fn rfc_6455_frames_unmasked() {
+        let mut o = Outbox::new(false, None);
+        assert!(o.push(Kind::Text, b"Hello", 0));
+        assert!(o.push(Kind::Ping, b"Hello", usize::MAX));
+        let mut s = Sink {
+            got: Vec::new(),
+            room: usize::MAX,
+        };
+        assert!(o.write_to(&mut s, usize::MAX).unwrap());
+        assert_eq!(s.got, b"\x81\x05Hello\x89\x05Hello");
+    }
+
+    #[test]
+    fn masked_frames_unmask_to_the_payload() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        for len in [0, 1, 5, 7, 8, 9, 125] {
+            let mut o = Outbox::new(true, None);
+            assert!(o.push(Kind::Binary, &payload[..len], 0));
+            let mut s = Sink {
+                got: Vec::new(),
+                room: usize::MAX,
+            };
+            assert!(o.write_to(&mut s, 0).unwrap());
+            assert_eq!(s.got[1] & 0x80, 0x80, "MASK bit");
+            let mut want = vec![0x82, len as u8];
+            want.extend_from_slice(&payload[..len]);
+            assert_eq!(unmask(&s.got), want, "{len}");
+        }
+        // 16-bit length: header 2 + 2 + 4 key.
+        let mut o = Outbox::new(true, None);
+        o.push(Kind::Binary, &payload, 0);
+        let mut s = Sink {
+            got: Vec::new(),
+            room: usize::MAX,
+        };
+        o.write_to(&mut s, 0).unwrap();
+        assert_eq!(&s.got[..4], b"\x82\xfe\x01\x2c");
+        let key = [s.got[4], s.got[5], s.got[6], s.got[7]];
+        let body: Vec<u8> = s.got[8..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i & 3])
+            .collect();
+        assert_eq!(body, payload);
+    }
+
+    #[test]
+    fn cap_applies_only_with_output_pending() {
+        let mut o = Outbox::new(false, None);
+        assert!(o.push(Kind::Binary, &[0; 1000], 10), "taken when empty");
+        assert!(!o.push(Kind::Binary, &[0; 10], 100), "refused over the cap");
+        let mut s = Sink {
+            got: Vec::new(),
+            room: 500,
+        };
+        assert!(!o.write_to(&mut s, 100).unwrap());
+        assert_eq!(o.pending(), 504);
+        s.room = usize::MAX;
+        assert!(o.write_to(&mut s, 100).unwrap());
+        assert_eq!(s.got.len(), 1004);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn one_pong_waits_and_the_latest_wins() {
+        let mut o = Outbox::new(false, None);
+        o.push(Kind::Binary, &[0; 100], 0);
+        let mut s = Sink {
+            got: Vec::new(),
+            room: 0,
+        };
+        for p in [&b"a"[..], b"b", b"c"] {
+            o.set_pong(Bytes::copy_from_slice(p));
+            // The buffer is over the cap: the pong waits.
+            assert!(!o.write_to(&mut s, 50).unwrap());
+        }
+        s.room = usize::MAX;
+        assert!(o.write_to(&mut s, 50).unwrap());
+        assert_eq!(&s.got[102..], b"\x8a\x01c");
+    }
+}
