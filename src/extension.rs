@@ -14,10 +14,12 @@ const WINDOW_BITS: std::ops::RangeInclusive<u8> = 8..=MAX_WINDOW_BITS;
 /// What the user asks for (the deflate options).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeflateConfig {
-    /// A window for our compressor to promise. `None` still offers `client_max_window_bits`,
-    /// without a value: it lets a server that wants a smaller client window accept the offer
-    /// instead of declining it (Chrome offers the same). Any value under 15 means we never
-    /// compress (see `DeflateParams::compresses_outgoing`).
+    /// A window for our compressor to promise; `None`: not offered, so the server may not
+    /// restrict it (RFC 7692 §7.1.2.2). miniz_oxide compresses with a 15-bit window only, and
+    /// servers that may choose pick smaller ones (Python `websockets` answers 12), which would
+    /// leave every message we send uncompressed: so it is offered only when the user sets it,
+    /// and any value under 15 then means we never compress (`DeflateParams::compresses_outgoing`),
+    /// which also saves the compressor's memory.
     pub client_max_window_bits: Option<u8>,
     /// A window to ask the server to keep to (`None`: not offered, the server chooses).
     pub server_max_window_bits: Option<u8>,
@@ -72,9 +74,8 @@ impl DeflateConfig {
         if let Some(b) = self.server_max_window_bits {
             s.push_str(&format!("; server_max_window_bits={b}"));
         }
-        match self.client_max_window_bits {
-            Some(b) => s.push_str(&format!("; client_max_window_bits={b}")),
-            None => s.push_str("; client_max_window_bits"),
+        if let Some(b) = self.client_max_window_bits {
+            s.push_str(&format!("; client_max_window_bits={b}"));
         }
         s
     }
@@ -183,6 +184,9 @@ pub enum ExtensionProblem {
     /// leading zeros, or none where one is required.
     #[error("bad value for {0}")]
     BadValue(Param),
+    /// The server restricted our window, which we did not offer it to do.
+    #[error("client_max_window_bits not offered")]
+    ClientWindowNotOffered,
     /// The server named a larger window for its compressor than we offered.
     #[error("server_max_window_bits over the offer")]
     ServerWindowOverOffer,
@@ -259,9 +263,11 @@ fn agree(
                 agreed.server_max_window_bits = bits;
             }
             Param::ClientMaxWindowBits => {
-                // Always offered (see `DeflateConfig::client_max_window_bits`), so the server
-                // may name one; it must have a value in an answer (§7.1.2.2). A value over our
-                // own offer is no conflict: we keep to the smaller.
+                // Only in answer to our offer of it (§7.1.2.2), and with a value. A value over
+                // our own offer is no conflict: we keep to the smaller.
+                if config.client_max_window_bits.is_none() {
+                    return Err(ExtensionProblem::ClientWindowNotOffered);
+                }
                 let bits =
                     window_bits(value.as_deref()).ok_or(ExtensionProblem::BadValue(param))?;
                 agreed.client_max_window_bits = agreed.client_max_window_bits.min(bits);
@@ -413,11 +419,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_offer_leaves_the_client_window_to_the_server() {
-        assert_eq!(
-            DeflateConfig::default().offer(),
-            "permessage-deflate; client_max_window_bits"
-        );
+    fn the_default_offer_restricts_nothing() {
+        assert_eq!(DeflateConfig::default().offer(), "permessage-deflate");
     }
 
     #[test]
@@ -512,7 +515,12 @@ mod tests {
 
     #[test]
     fn a_client_window_under_15_stops_outgoing_compression() {
-        let p = agreed(&["permessage-deflate; client_max_window_bits=10"]);
+        let offered = DeflateConfig {
+            client_max_window_bits: Some(15),
+            ..DeflateConfig::default()
+        };
+        let p = accept(&offered, &["permessage-deflate; client_max_window_bits=10"]);
+        let p = p.unwrap().unwrap();
         assert_eq!(p.client_max_window_bits, 10);
         assert!(!p.compresses_outgoing());
         assert!(!p.compresses(1 << 20));
@@ -609,9 +617,18 @@ mod tests {
             answer(&["permessage-deflate; server_max_window_bits"]),
             Err(P::BadValue(Param::ServerMaxWindowBits))
         );
+        let offered = DeflateConfig {
+            client_max_window_bits: Some(15),
+            ..DeflateConfig::default()
+        };
         assert_eq!(
-            answer(&["permessage-deflate; client_max_window_bits"]),
+            accept(&offered, &["permessage-deflate; client_max_window_bits"]),
             Err(P::BadValue(Param::ClientMaxWindowBits))
+        );
+        // Without our offer the server may not name our window at all (§7.1.2.2).
+        assert_eq!(
+            answer(&["permessage-deflate; client_max_window_bits=10"]),
+            Err(P::ClientWindowNotOffered)
         );
     }
 

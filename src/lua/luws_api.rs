@@ -173,6 +173,16 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
             Ok(s.response().and_then(|r| r.protocol()).map(str::to_string))
         }))?,
     )?;
+    // The extensions agreed in the handshake: `{ permessage_deflate = {...} }`, or `{}`.
+    t.set(
+        "extensions",
+        lua.create_function(api(|lua, c: Value| {
+            let ud = this(c, "extensions")?;
+            let conn = ud.borrow::<Conn>()?;
+            let s = conn.session.borrow();
+            extensions_table(lua, s.config().deflate.as_ref())
+        }))?,
+    )?;
     t.set(
         "response",
         lua.create_function(api(|lua, c: Value| {
@@ -337,6 +347,28 @@ pub fn response_values(
 }
 
 /// A server's answer as one table: `{ status =, reason =, headers = {…} }`.
+/// What `extensions()` answers: the permessage-deflate parameters in force, by their names in
+/// the handshake.
+pub fn extensions_table(
+    lua: &Lua,
+    deflate: Option<&crate::extension::DeflateParams>,
+) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    if let Some(p) = deflate {
+        let d = lua.create_table()?;
+        d.set("client_max_window_bits", p.client_max_window_bits)?;
+        d.set("server_max_window_bits", p.server_max_window_bits)?;
+        d.set("client_no_context_takeover", p.client_no_context_takeover)?;
+        d.set("server_no_context_takeover", p.server_no_context_takeover)?;
+        d.set("threshold", p.threshold)?;
+        // Under a 15-bit client window luws sends uncompressed (miniz_oxide compresses with
+        // 15 bits only; RFC 7692 lets a sender not compress).
+        d.set("compresses_outgoing", p.compresses_outgoing())?;
+        t.set("permessage_deflate", d)?;
+    }
+    Ok(t)
+}
+
 fn response_table(lua: &Lua, r: &crate::response::Response) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("status", r.status)?;

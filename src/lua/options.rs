@@ -8,6 +8,7 @@ use mlua::{Function, Table, Value};
 
 use super::args::lua_error;
 use crate::error::Error;
+use crate::extension::DeflateConfig;
 use crate::proxy::{Proxy, ProxySetting};
 use crate::spec::OpenSpec;
 
@@ -99,6 +100,15 @@ impl<'a> Reader<'a> {
     }
 
     #[inline(never)]
+    fn flag(&self, name: &'static str) -> mlua::Result<bool> {
+        match self.t.get::<Value>(name)? {
+            Value::Nil => Ok(false),
+            Value::Boolean(b) => Ok(b),
+            other => Err(self.wrong(name, "boolean", &other)),
+        }
+    }
+
+    #[inline(never)]
     fn function(&self, name: &'static str) -> mlua::Result<Option<Function>> {
         match self.t.get::<Value>(name)? {
             Value::Nil => Ok(None),
@@ -148,6 +158,7 @@ pub fn read(t: &Table, spec: &mut OpenSpec, func: &'static str) -> mlua::Result<
     spec.proxy = proxy(&r)?;
     read_headers(&r, &mut spec.headers)?;
     read_protocols(&r, &mut spec.headers)?;
+    spec.deflate = permessage_deflate(&r)?;
     spec.notify = notify(&r)?;
     spec.reconnect = reconnect(&r)?;
     let parts = lua_parts(&r)?;
@@ -177,6 +188,30 @@ fn proxy(r: &Reader) -> mlua::Result<ProxySetting> {
         }
         other => Err(r.wrong("proxy", "string", &other)),
     }
+}
+
+/// `permessage_deflate = true | { client_max_window_bits = 8..15, server_max_window_bits = 8..15,
+/// client_no_context_takeover = bool, server_no_context_takeover = bool, threshold = bytes }`.
+fn permessage_deflate(r: &Reader) -> mlua::Result<Option<DeflateConfig>> {
+    let t = match r.t.get::<Value>("permessage_deflate")? {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        Value::Boolean(true) => return Ok(Some(DeflateConfig::default())),
+        Value::Table(t) => t,
+        other => return Err(r.wrong("permessage_deflate", "table or boolean", &other)),
+    };
+    let rt = Reader::new(&t, r.func);
+    let bits = |name| rt.size(name, 8.0, 15.0).map(|n| n.map(|n| n as u8));
+    let mut c = DeflateConfig {
+        client_max_window_bits: bits("client_max_window_bits")?,
+        server_max_window_bits: bits("server_max_window_bits")?,
+        client_no_context_takeover: rt.flag("client_no_context_takeover")?,
+        server_no_context_takeover: rt.flag("server_no_context_takeover")?,
+        ..DeflateConfig::default()
+    };
+    if let Some(n) = rt.size("threshold", 0.0, 1e15)? {
+        c.threshold = n;
+    }
+    Ok(Some(c))
 }
 
 /// `reconnect = true | { initial = 1, max = 60, factor = 2, jitter = 0.25, attempts = nil }`.
@@ -233,7 +268,7 @@ fn read_session(r: &Reader, s: &mut crate::session::SessionConfig) -> mlua::Resu
         s.close_timeout = d;
     }
     if let Some(n) = r.size("receive_chunk_size", 1.0, 16.0 * 1024.0 * 1024.0)? {
-        // tungstenite needs room for a whole frame header per read.
+        // Room for a whole frame header per read.
         s.chunk_size = n.max(16);
     }
     if let Some(n) = r.size("receive_budget", 1.0, 1e12)? {

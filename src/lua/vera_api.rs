@@ -58,6 +58,19 @@ pub fn methods(lua: &Lua) -> mlua::Result<Table> {
         }))?,
     )?;
     t.set(
+        "extensions",
+        lua.create_function(api(|lua, v: Value| {
+            let ud = wso(1, "extensions", v)?;
+            let this = ud.borrow::<VeraSocket>()?;
+            let st = this.state.borrow();
+            let d = match &*st {
+                State::Open(s) | State::Closing(s, _) => s.config().deflate.as_ref(),
+                _ => None,
+            };
+            super::luws_api::extensions_table(lua, d)
+        }))?,
+    )?;
+    t.set(
         "response",
         lua.create_function(api(|lua, v: Value| {
             let ud = wso(1, "response", v)?;
