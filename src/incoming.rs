@@ -81,7 +81,7 @@ const KEEP_BUFFER: usize = 64 * 1024;
 
 pub struct Incoming {
     /// Received bytes not yet consumed: `buf[start..end]`. Always initialised (zeroed once as
-    /// it grows), so reads reuse it as it is.
+    /// it grows), so reads reuse it as it is; never shorter than `chunk`.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -150,7 +150,23 @@ impl Incoming {
 
     /// The next item, reading from `src` as needed. `Ok(None)`: `src` would block.
     pub fn next<R: Read>(&mut self, src: &mut R) -> Result<Option<Item>, Fault> {
-        self.release();
+        if self.start == self.end && matches!(self.held, Held::Nothing) {
+            // Nothing buffered: straight to the read (the idle receive, the one most made).
+            self.start = 0;
+            self.end = 0;
+            match src.read(&mut self.buf[..self.chunk]) {
+                Ok(0) => return Err(Fault::Closed),
+                Ok(n) => self.end = n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.starved = true;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Fault::Io(e)),
+            }
+        } else {
+            self.release();
+        }
         loop {
             match self.parse()? {
                 Step::Item(item) => {

@@ -67,19 +67,19 @@ fn wait_into(
     owner: &mut [usize],
     ready: &mut [bool],
 ) -> io::Result<()> {
-    let now = Instant::now();
-    let mut wake = limit.map(|l| now + l);
+    // Only timers need the clock (a clock read is much of a hot `luws.wait`'s cost).
+    let any_due = items.iter().flatten().any(|p| p.due.is_some());
+    let now = if any_due { Some(Instant::now()) } else { None };
+    let mut wake = now.and_then(|now| limit.map(|l| now + l));
     let mut any_ready = false;
-    let mut any_due = false;
     let mut n = 0;
     for (i, item) in items.iter().enumerate() {
         let Some(p) = item else { continue };
-        if p.ready_now(now) {
+        if p.dirty || now.is_some_and(|now| p.ready_now(now)) {
             ready[i] = true;
             any_ready = true;
         }
         if let Some(d) = p.due {
-            any_due = true;
             wake = Some(wake.map_or(d, |w| w.min(d)));
         }
         if p.fd >= 0 {
@@ -96,26 +96,27 @@ fn wait_into(
             n += 1;
         }
     }
-    let timeout = if any_ready {
-        Some(Duration::ZERO)
-    } else {
-        wake.map(|w| w.saturating_duration_since(now))
+    let timeout = match now {
+        _ if any_ready => Some(Duration::ZERO),
+        Some(now) => wake.map(|w| w.saturating_duration_since(now)),
+        None => limit,
     };
     if n > 0 || timeout.is_some() {
         poll(&mut fds[..n], timeout)?;
     }
     // Only timers need the time after the wait.
-    let after = if any_due { Instant::now() } else { now };
+    let after = now.map(|_| Instant::now());
+    let is_due = |p: &PollInfo| after.is_some_and(|a| p.due.is_some_and(|d| d <= a));
     for (k, p) in fds[..n].iter().enumerate() {
         let i = owner[k];
-        let due = items[i].is_some_and(|p| p.due.is_some_and(|d| d <= after));
+        let due = items[i].as_ref().is_some_and(is_due);
         if p.revents != 0 || due {
             ready[i] = true;
         }
     }
     for (i, item) in items.iter().enumerate() {
         // Timers of items without a descriptor.
-        if item.is_some_and(|p| p.fd < 0 && p.ready_now(after)) {
+        if item.is_some_and(|p| p.fd < 0 && (p.dirty || is_due(&p))) {
             ready[i] = true;
         }
     }

@@ -571,16 +571,16 @@ impl<W: Wire> Session<W> {
         }
         let before = ws.get_ref().read_in_call();
         let result = ws.read();
-        if ws.get_ref().read_in_call() != before {
-            // Any byte is a sign of life, even the middle of a frame that trickles in.
+        // Any byte is a sign of life, even the middle of a frame that trickles in. (One clock
+        // read per step: it is much of a small message's cost.)
+        let got_bytes = ws.get_ref().read_in_call() != before;
+        if got_bytes || matches!(result, Ok(Some(_))) {
             self.last_activity = self.clock.now();
             self.ping_sent = None;
         }
         match result {
             Ok(Some(item)) => {
-                self.last_frame = self.clock.now();
-                self.last_activity = self.last_frame;
-                self.ping_sent = None;
+                self.last_frame = self.last_activity;
                 self.on_item(item)
             }
             Ok(None) => {
@@ -878,7 +878,8 @@ impl<W: Wire> Session<W> {
     /// Writes buffered output, waiting up to `wait` for the socket. With `wait` zero the rest
     /// stays buffered; otherwise running out of time gives the connection up.
     fn flush_for(&mut self, wait: Duration) -> Result<(), Error> {
-        let deadline = self.clock.now() + wait;
+        // Read the clock only once the socket makes us wait.
+        let mut deadline = None;
         loop {
             let Some(ws) = self.link.ws() else {
                 return Err(self.ending_error());
@@ -896,7 +897,10 @@ impl<W: Wire> Session<W> {
                 self.note_pending();
                 return Ok(());
             }
-            let left = deadline.saturating_duration_since(self.clock.now());
+            let now = self.clock.now();
+            let left = deadline
+                .get_or_insert(now + wait)
+                .saturating_duration_since(now);
             if left.is_zero() {
                 let err = Error::Send(SendFailure::Timeout);
                 self.drop_socket(Ending::Failed(err.clone()));

@@ -29,18 +29,15 @@ pub fn wait_fd(fd: RawFd, interest: Interest, timeout: Duration) -> io::Result<b
 
 /// poll(2) over a set of descriptors; `None` waits without limit. Returns how many are ready.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    // A zero timeout needs no clock (the hot `luws.wait(conns, 0)`).
-    let deadline = timeout.map(|t| (!t.is_zero()).then(|| Instant::now() + t));
+    // The first poll needs no clock (a clock read is much of a hot `luws.wait`'s cost); a
+    // signal's interruption starts a deadline, so the wait stays within twice `timeout`.
+    let mut left = timeout;
+    let mut deadline = None;
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(None) => 0,
-            Some(Some(d)) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so a 0.4 ms wait does not become a busy 0 ms poll.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-            }
-        };
+        // Round up so a 0.4 ms wait does not become a busy 0 ms poll.
+        let ms = left.map_or(-1, |l| {
+            l.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        });
         // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call's duration.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n >= 0 {
@@ -49,6 +46,11 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
+        }
+        if let Some(t) = timeout {
+            let now = Instant::now();
+            let d = *deadline.get_or_insert(now + t);
+            left = Some(d.saturating_duration_since(now));
         }
     }
 }

@@ -23,10 +23,6 @@ pub trait Wire: Read + Write {
     /// Whether a read that returns less than asked means nothing more is queued (plain TCP;
     /// not TLS, which reads record by record).
     fn short_read_drains(&self) -> bool;
-    /// True only when a read would certainly find nothing: plain TCP whose kernel queue is
-    /// empty (one `recv(MSG_PEEK)`, no copy). TLS may hold decrypted bytes the socket cannot
-    /// show, so it always answers false, as does any doubt (EOF, an error: the read reports it).
-    fn nothing_queued(&self) -> bool;
     /// Waits until the wire is ready for `interest` or `timeout` passes; false on timeout.
     fn wait(&self, interest: Interest, timeout: Duration) -> bool;
 }
@@ -93,16 +89,6 @@ impl Wire for Transport {
 
     fn short_read_drains(&self) -> bool {
         matches!(self, Transport::Plain(_))
-    }
-
-    fn nothing_queued(&self) -> bool {
-        match self {
-            Transport::Plain(s) => {
-                let mut b = [0u8; 1];
-                matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-            Transport::Tls(_) => false,
-        }
     }
 
     fn wait(&self, interest: Interest, timeout: Duration) -> bool {
@@ -229,11 +215,6 @@ pub mod memory {
 
         fn short_read_drains(&self) -> bool {
             false
-        }
-
-        fn nothing_queued(&self) -> bool {
-            let s = self.state.borrow();
-            s.input.is_empty() && !s.eof && !s.reset
         }
 
         /// Nothing changes while a test waits: the time simply passes.
