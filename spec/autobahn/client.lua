@@ -7,8 +7,9 @@
 --   lua5.1 spec/autobahn/client.lua [base-url]
 --
 -- Environment: AUTOBAHN_URL (default ws://127.0.0.1:9001), AUTOBAHN_AGENT
--- (default luws), AUTOBAHN_CASE_TIMEOUT seconds per case (default 60),
--- AUTOBAHN_VERBOSE=1 prints one line per case.
+-- (default luws), AUTOBAHN_DEFLATE=1 opens every case with permessage_deflate = true,
+-- AUTOBAHN_CASE_TIMEOUT seconds per case (default 60), AUTOBAHN_VERBOSE=1 prints one
+-- line per case.
 --
 -- Exit status: 0 when the run completed (pass/fail is decided from the
 -- server's report by run.sh), 1 when the server could not be driven at all.
@@ -23,8 +24,10 @@ base = base:gsub("/+$", "")
 local agent = os.getenv("AUTOBAHN_AGENT") or "luws"
 local case_timeout = tonumber(os.getenv("AUTOBAHN_CASE_TIMEOUT") or "") or 60
 local verbose = (os.getenv("AUTOBAHN_VERBOSE") or "") ~= ""
+local deflate = (os.getenv("AUTOBAHN_DEFLATE") or "") ~= ""
 
 local case_options = { max_payload_size = 64 * 1024 * 1024, receive_timeout = 0 }
+if deflate then case_options.permessage_deflate = true end
 
 local now = socket and socket.gettime or os.time
 
@@ -120,7 +123,8 @@ if not count then
       base, outcome, tostring(detail), tostring(st.last_text))
   os.exit(1)
 end
-log("autobahn client: %d cases against %s as agent %q", count, base, agent)
+log("autobahn client: %d cases against %s as agent %q, %s", count, base, agent,
+    deflate and "permessage_deflate = true" or "no permessage-deflate")
 
 -- 2. every case
 local tally = { closed = 0, error = 0, timeout = 0, ["open-failed"] = 0 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the Autobahn|Testsuite fuzzing server (cases 1-7, 9-11; no
-# permessage-deflate) against the LuWS client spec/autobahn/client.lua.
+# Runs the Autobahn|Testsuite fuzzing server against the LuWS client spec/autobahn/client.lua,
+# in two passes on one server (so one report holds both agents):
+#   plain    agent luws:         cases 1-7, 9-11, no permessage-deflate offered
+#   deflate  agent luws-deflate: cases 1-7, 9-13 with permessage_deflate = true (12.* and 13.*
+#            are the compression cases; fuzzingserver.json keeps them from agent luws)
 #
 #   bash spec/autobahn/run.sh
 #
@@ -11,8 +14,12 @@
 #   AUTOBAHN_PORT    port for the fuzzing server (default 9001, or a free one)
 #   AUTOBAHN_CASES   JSON list overriding the config's "cases", e.g. '["1.*"]'
 #   AUTOBAHN_CASE_TIMEOUT  per-case deadline in the client (seconds, default 60)
+#   AUTOBAHN_PASSES  which passes, in order (default "plain deflate")
 #
-# Exit status 0 only if every case's behavior is OK, NON-STRICT or INFORMATIONAL.
+# Exit status 0 only if, in every pass run, every case's behavior is OK, NON-STRICT or
+# INFORMATIONAL (so never FAILED, nor UNIMPLEMENTED: what 12.*/13.* say when compression was not
+# negotiated) and no case is missing. Prints a table per case group with both passes side by
+# side, and each pass's time.
 # Reports: spec/autobahn/reports/clients/index.html (and index.json).
 set -euo pipefail
 
@@ -21,7 +28,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 START=$(date +%s)
 LUA="${LUA:-lua5.1}"
-AGENT=luws
+PASSES="${AUTOBAHN_PASSES:-plain deflate}"
+agent_of() { case $1 in plain) echo luws ;; deflate) echo luws-deflate ;; *) return 1 ;; esac; }
+for p in $PASSES; do agent_of "$p" >/dev/null || { echo "autobahn: unknown pass '$p' (plain, deflate)"; exit 2; }; done
 OUTDIR="spec/autobahn/reports/clients"   # relative to $ROOT, as in fuzzingserver.json
 say() { printf 'autobahn: %s\n' "$*"; }
 
@@ -94,43 +103,103 @@ done
 say "fuzzing server pid $WSTEST_PID on 127.0.0.1:$PORT ($(grep -o 'will run [0-9]* test cases' "$LOG" || true))"
 
 # -------------------------------------------------------------------- client
-set +e
-AUTOBAHN_AGENT="$AGENT" "$LUA" "$HERE/client.lua" "ws://127.0.0.1:$PORT"
-CLIENT_RC=$?
-set -e
+PASS_ARGS=()
+for p in $PASSES; do
+    agent=$(agent_of "$p")
+    deflate=""; [[ $p == deflate ]] && deflate=1
+    say "pass $p: agent $agent"
+    t0=$(date +%s)
+    set +e
+    AUTOBAHN_AGENT="$agent" AUTOBAHN_DEFLATE="$deflate" "$LUA" "$HERE/client.lua" "ws://127.0.0.1:$PORT"
+    rc=$?
+    set -e
+    secs=$(( $(date +%s) - t0 ))
+    say "pass $p: client exit $rc, ${secs}s"
+    PASS_ARGS+=("$p:$agent:$rc:$secs")
+done
 
 # -------------------------------------------------------------------- report
-EXPECTED=$(sed -n 's/.*will run \([0-9]*\) test cases.*/\1/p' "$LOG" | head -1)
-python3 - "$OUTDIR/index.json" "$AGENT" "$CLIENT_RC" "$(( $(date +%s) - START ))" "${EXPECTED:-0}" <<'PY'
-import json, os, sys, collections
-path, agent, client_rc, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-expected = int(sys.argv[5])
+python3 - "$OUTDIR/index.json" "$LOG" "$CONFIG" "$(( $(date +%s) - START ))" "${PASS_ARGS[@]}" <<'PY'
+import ast, collections, json, os, re, sys
+path, log, config, total_secs = sys.argv[1:5]
+passes = [a.split(":") for a in sys.argv[5:]]  # pass, agent, client rc, seconds
 ACCEPT = ("OK", "NON-STRICT", "INFORMATIONAL")
+ORDER = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+SHORT = {"OK": "OK", "NON-STRICT": "NS", "INFORMATIONAL": "INFO", "UNIMPLEMENTED": "UNIMPL", "FAILED": "FAILED"}
+
 def key(c):
     return [int(x) for x in c.split(".")]
+
+def pattern(p):  # as the testsuite reads its spec's patterns
+    return re.compile("^" + p.replace(".", r"\.").replace("*", ".*") + "$")
+
+# The server's case list (its log), less what exclude-agent-cases keeps from an agent.
+listed = []
+for line in open(log):
+    if line.startswith("Cases = "):
+        listed = ast.literal_eval(line[len("Cases = "):].strip())
+        break
+spec = json.load(open(config))
+excluded = [(pattern(a), [pattern(c) for c in cs])
+            for a, cs in spec.get("exclude-agent-cases", {}).items()]
+
+def expected(agent):
+    return [c for c in listed
+            if not any(a.match(agent) and any(p.match(c) for p in cs) for a, cs in excluded)]
+
 try:
-    cases = json.load(open(path))[agent]
-except (IOError, OSError, ValueError, KeyError) as e:
-    print("autobahn: no report for agent %r in %s (%s); client exit %d" % (agent, path, e, client_rc))
-    sys.exit(1)
-counts = collections.Counter(v["behavior"] for v in cases.values())
-order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
-print("autobahn: %d cases: %s" % (len(cases), ", ".join(
-    "%s %d" % (b, counts[b]) for b in order + sorted(set(counts) - set(order)))))
-bad = sorted((c for c, v in cases.items() if v["behavior"] not in ACCEPT), key=key)
-for c in bad:
-    v = cases[c]
-    print("  %-8s behavior=%-13s behaviorClose=%-13s closeCode=%s" % (
-        c, v["behavior"], v.get("behaviorClose"), v.get("remoteCloseCode")))
-missing = max(0, expected - len(cases))
-if missing:
-    print("autobahn: %d of the server's %d cases are missing from the report" % (missing, expected))
-print("autobahn: wall time %ss; client exit %d" % (secs, client_rc))
-ok = not bad and not missing and client_rc == 0 and cases
-passed, failed = len(cases) - len(bad), len(bad) + missing
-print("autobahn: %d passed, %d failed" % (passed, failed))
-if os.environ.get("LUWS_RESULT"):  # the stage's count for tools/test-all.sh
-    with open(os.environ["LUWS_RESULT"], "a") as f:
-        f.write("%d %d autobahn\n" % (passed, failed))
-sys.exit(0 if ok else 1)
+    report = json.load(open(path))
+except (IOError, OSError, ValueError) as e:
+    report = {}
+    print("autobahn: no report in %s (%s)" % (path, e))
+
+ok, results, lines = True, [], []
+for name, agent, rc, secs in passes:
+    cases = report.get(agent, {})
+    counts = collections.defaultdict(collections.Counter)
+    for c, v in cases.items():
+        counts[c.split(".")[0]][v["behavior"]] += 1
+        counts["all"][v["behavior"]] += 1
+    bad = sorted((c for c, v in cases.items() if v["behavior"] not in ACCEPT), key=key)
+    missing = sorted(set(expected(agent)) - set(cases), key=key)
+    pass_ok = bool(cases) and not bad and not missing and rc == "0"
+    ok = ok and pass_ok
+    results.append((name, agent, int(rc), secs, counts, bad, missing, cases, pass_ok))
+
+# One row per case group, a block of columns per pass.
+groups = sorted({g for r in results for g in r[4] if g != "all"}, key=int) + ["all"]
+cols = [SHORT[b] for b in ORDER]
+width = len(" ".join("%6s" % c for c in cols))
+print("autobahn: behaviors per case group")
+print("  %-6s" % "" + "".join(" | %-*s" % (width, "%s (%s)" % (r[1], r[0])) for r in results))
+print("  %-6s" % "group" + "".join(" | " + " ".join("%6s" % c for c in cols) for _ in results))
+for g in groups:
+    row = "  %-6s" % (g + (".*" if g != "all" else ""))
+    for r in results:
+        cnt = r[4].get(g, collections.Counter())
+        row += " | " + (" ".join("%6d" % cnt[b] for b in ORDER) if cnt else "%*s" % (width, "-"))
+    print(row)
+print("  %-6s" % "time" + "".join(" | %-*s" % (width, "%ss" % r[3]) for r in results))
+for name, agent, rc, secs, counts, bad, missing, cases, pass_ok in results:
+    other = sorted(set(b for g in counts.values() for b in g) - set(ORDER))
+    if other:
+        print("autobahn: %s: other behaviors %s" % (agent, ", ".join(other)))
+    for c in bad[:40]:
+        v = cases[c]
+        print("  %-13s %-8s behavior=%-13s behaviorClose=%-13s closeCode=%s" % (
+            agent, c, v["behavior"], v.get("behaviorClose"), v.get("remoteCloseCode")))
+    if len(bad) > 40:
+        print("  %-13s ... %d more" % (agent, len(bad) - 40))
+    if missing:
+        print("autobahn: %s: %d of the server's %d cases are missing from the report: %s" % (
+            agent, len(missing), len(expected(agent)), " ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")))
+    passed = len(cases) - len(bad)
+    failed = len(bad) + len(missing) + (0 if cases or missing else 1)
+    print("autobahn: pass %s (%s): %d passed, %d failed in %ss; client exit %d" % (
+        name, agent, passed, failed, secs, rc))
+    if os.environ.get("LUWS_RESULT"):  # the stage's count for tools/test-all.sh
+        with open(os.environ["LUWS_RESULT"], "a") as f:
+            f.write("%d %d autobahn %s\n" % (passed, failed, name))
+print("autobahn: wall time %ss" % total_secs)
+sys.exit(0 if ok and results else 1)
 PY

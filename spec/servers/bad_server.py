@@ -41,6 +41,7 @@ import termios
 import threading
 import time
 import urllib.parse
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 64 * 1024
@@ -1116,6 +1117,146 @@ def b_stallclose(c, hdrs, head):
     _unread_ending(c, watch, ending)
 
 
+# ---------------------------------------------------------------- permessage-deflate (RFC 7692)
+# Each deflate_* mode answers an offer with "permessage-deflate" (plus the server_* parameters the
+# offer asks for) and an unoffering client without it, then sends its frames either way: a client
+# that did not offer sees RSV1 where nothing was negotiated. The ext_* modes answer a bad
+# Sec-WebSocket-Extensions whether offered or not. Every one records "offer <header>|none" first.
+
+
+def deflate_offer(hdrs):
+    """The client's first permessage-deflate offer as {param: value or True}, or None."""
+    for ext in hdrs.get("sec-websocket-extensions", "").split(","):
+        parts = [p.strip() for p in ext.split(";")]
+        if parts[0] == "permessage-deflate":
+            params = {}
+            for p in parts[1:]:
+                k, _, v = p.partition("=")
+                params[k.strip()] = v.strip().strip('"') or True
+            return params
+    return None
+
+
+class Deflater:
+    """The server's side of the extension: raw DEFLATE, each message ending in a sync flush
+    whose 00 00 ff ff tail is removed (§7.2.1); one window across messages unless
+    no_context_takeover."""
+
+    def __init__(self, bits=15, takeover=True):
+        # zlib has no 8-bit window: 9 bits, and no references into earlier messages (a server
+        # may always start afresh), keep within 256 bytes for these short messages.
+        self.bits, self.takeover, self.z = max(bits, 9), takeover and bits >= 9, None
+
+    def message(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        if self.z is None or not self.takeover:
+            self.z = zlib.compressobj(9, zlib.DEFLATED, -self.bits)
+        out = self.z.compress(data) + self.z.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+
+
+def deflate_switch(c, hdrs, negotiate=True):
+    """The 101, with the extension when offered (and `negotiate`); returns the Deflater."""
+    c.ev("offer", hdrs.get("sec-websocket-extensions", "none"))
+    offer = deflate_offer(hdrs) if negotiate else None
+    if offer is None:
+        switch(c, hdrs)
+        return Deflater()
+    answer, bits = ["permessage-deflate"], 15
+    if offer.get("server_max_window_bits", True) is not True:
+        bits = int(offer["server_max_window_bits"])
+        answer.append("server_max_window_bits=%d" % bits)
+    takeover = "server_no_context_takeover" not in offer
+    if not takeover:
+        answer.append("server_no_context_takeover")
+    switch(c, hdrs, extra=["Sec-WebSocket-Extensions: " + "; ".join(answer)])
+    return Deflater(bits, takeover)
+
+
+def _deflate_then_session(frames, negotiate=True):
+    """frames(deflater) -> bytes, sent after the 101; then the echo loop (records the Close)."""
+    def run(c, hdrs, head):
+        d = deflate_switch(c, hdrs, negotiate)
+        c.send(frames(c, d))
+        c.session()
+    return run
+
+
+def _pieces(data, n):
+    k = -(-len(data) // n)
+    return [data[i * k:(i + 1) * k] for i in range(n)]
+
+
+DEFLATE_TEXT = "Hello, compressed and fragmented world! " * 8
+
+
+def f_deflate_ok_fragmented(c, d):
+    """A compressed text over 3 frames (RSV1 on the first only) with a ping between the first
+    two, an uncompressed text, then the first text again compressed in one frame (with context
+    takeover: mostly a back-reference into the first message)."""
+    a, b, z = _pieces(d.message(DEFLATE_TEXT), 3)
+    return (make_frame(OP_TEXT, a, fin=False, rsv=4)
+            + make_frame(OP_PING, "ping-in-the-middle")
+            + make_frame(OP_CONT, b, fin=False)
+            + make_frame(OP_CONT, z)
+            + make_frame(OP_TEXT, "plain after compressed")
+            + make_frame(OP_TEXT, d.message(DEFLATE_TEXT), rsv=4))
+
+
+def f_deflate_rsv1_continuation(c, d):
+    a, b = _pieces(d.message("the continuation frame has RSV1 too"), 2)
+    return make_frame(OP_TEXT, a, fin=False, rsv=4) + make_frame(OP_CONT, b, rsv=4)
+
+
+_bombs = {}
+_bombs_lock = threading.Lock()
+
+
+def bomb(size):
+    """`size` zero bytes deflated: about size / 1030 bytes (DEFLATE's best ratio), cached."""
+    with _bombs_lock:
+        if size not in _bombs:
+            z = zlib.compressobj(9, zlib.DEFLATED, -15)
+            chunk, parts, left = b"\0" * (1 << 20), [], size
+            while left > 0:
+                parts.append(z.compress(chunk[:min(left, len(chunk))]))
+                left -= len(chunk)
+            _bombs[size] = (b"".join(parts) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        return _bombs[size]
+
+
+def f_deflate_bomb(c, d):
+    """/deflate_bomb?size=N: one compressed binary frame inflating to N zero bytes (default
+    100 MiB: a 100 KiB frame; size=4194304: 4 KiB)."""
+    return make_frame(OP_BINARY, bomb(min(max(qint(c, "size", 100 << 20), 1), 1 << 30)), rsv=4)
+
+
+# The ext_* answers (the value of Sec-WebSocket-Extensions); /ext?value=... answers any value.
+EXT_ANSWERS = {
+    "/ext_unknown_param": "permessage-deflate; foo=1",
+    "/ext_repeated_param": "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+    "/ext_bad_value": "permessage-deflate; server_max_window_bits=7",
+    # a bad answer only to an offer without client_max_window_bits (RFC 7692 §7.1.2.2)
+    "/ext_client_bits_not_offered": "permessage-deflate; client_max_window_bits=10",
+    # a bad answer only to an offer of server_max_window_bits under 15 (§7.1.2.1)
+    "/ext_server_bits_over": "permessage-deflate; server_max_window_bits=15",
+    "/ext_twice": "permessage-deflate, permessage-deflate",
+    "/ext_unknown_extension": "x-webkit-deflate-frame",
+}
+
+
+def b_ext(c, hdrs, head):
+    """A 101 with this Sec-WebSocket-Extensions, then the echo loop (a client that accepted it
+    can close normally; one that refused it just goes)."""
+    path = urllib.parse.urlsplit(head.split(b" ", 2)[1].decode("latin-1")).path
+    value = c.query.get("value", EXT_ANSWERS.get(path, ""))
+    c.ev("offer", hdrs.get("sec-websocket-extensions", "none"))
+    switch(c, hdrs, extra=["Sec-WebSocket-Extensions: " + value])
+    c.session()
+
+
 def _bigping():
     return make_frame(OP_PING, b"p" * 126)
 
@@ -1155,7 +1296,18 @@ BEHAVIOURS = {
     "/slowread": b_slowread,
     "/pingflood": b_pingflood,
     "/stallclose": b_stallclose,
+    "/deflate_corrupt": _deflate_then_session(
+        lambda c, d: make_frame(OP_TEXT, b"\xff\xff\xff\xff", rsv=4)),  # BTYPE 11: reserved
+    "/deflate_bomb": _deflate_then_session(f_deflate_bomb),
+    "/deflate_rsv1_continuation": _deflate_then_session(f_deflate_rsv1_continuation),
+    "/deflate_rsv1_control": _deflate_then_session(lambda c, d: make_frame(OP_PING, "x", rsv=4)),
+    "/rsv1_unnegotiated": _deflate_then_session(
+        lambda c, d: make_frame(OP_TEXT, d.message("compressed, never negotiated"), rsv=4),
+        negotiate=False),
+    "/deflate_ok_fragmented": _deflate_then_session(f_deflate_ok_fragmented),
+    "/ext": b_ext,
 }
+BEHAVIOURS.update((path, b_ext) for path in EXT_ANSWERS)
 # paths where a close frame has already gone out before the session starts
 ALREADY_CLOSED = {"/badclose"}
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Self-test for the luws test peers (bad_server.py, echo_server.py).
+"""Self-test for the luws test peers (bad_server.py, echo_server.py, node_echo.js).
 
-Starts both servers as subprocesses and checks every behaviour quickly with
-a raw-socket client (stdlib) and the `websockets` client.
+Starts the servers as subprocesses and checks every behaviour quickly with
+a raw-socket client (stdlib) and the `websockets` client (compression on for the
+permessage-deflate checks, so a failing deflate spec can be told from a broken peer).
+node_echo.js needs Node and `ws` (tools/install-deps.sh: target/node).
 Run from anywhere:  python3 spec/servers/selftest.py [-v] [-k NAME]
 Exit status 0 when everything passed.
 """
@@ -27,6 +29,7 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
+NODE_PATH = os.environ.get("LUWS_NODE_PATH") or os.path.join(HERE, "..", "..", "target", "node", "node_modules")
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 VERBOSE = False
 
@@ -34,10 +37,18 @@ VERBOSE = False
 # ------------------------------------------------------------------ helpers
 
 
+def peer_cmd(script, *args):
+    """The command that runs a peer: Python's, or Node for a .js one."""
+    if script.endswith(".js"):
+        return ["node", os.path.join(HERE, script), *args]
+    return [PY, os.path.join(HERE, script), *args]
+
+
 class Server:
     def __init__(self, script, *args):
-        self.proc = subprocess.Popen([PY, os.path.join(HERE, script), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(peer_cmd(script, *args), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, NODE_PATH=NODE_PATH))
         r, _, _ = select.select([self.proc.stdout], [], [], 15)
         line = self.proc.stdout.readline().decode() if r else ""
         parts = line.split()
@@ -784,18 +795,139 @@ def echo_server(ctx):
     asyncio.run(run())
 
 
+# ------------------------------------------------------------------ permessage-deflate
+
+
+def wire_report(line):
+    """A report=1 answer as a dict of strings."""
+    return dict(kv.split("=", 1) for kv in line.split())
+
+
+@test
+def deflate_echo_peers(ctx):
+    import json
+    from websockets.sync.client import connect
+    doc = json.dumps([{"id": i, "room": "kitchen", "value": i * 0.5} for i in range(40000)])
+    far = os.urandom(2500).hex() * 2  # a repeat 5000 bytes back: beyond 1 KiB windows
+    for name, port in (("node", ctx.node.port), ("websockets", ctx.echo.port)):
+        base = "ws://127.0.0.1:%d" % port
+        with connect(base + "/", max_size=1 << 26) as ws:
+            ext = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ext.startswith("permessage-deflate"), (name, ext)
+            for m in ("hello", doc, bytes(range(256)) * 100, "", far):
+                ws.send(m)
+                assert ws.recv() == m, (name, len(m))
+        with connect(base + "/?report=1", max_size=1 << 26) as ws:
+            ws.send(doc)
+            r = wire_report(ws.recv())
+            assert r["rsv1"] == "1" and int(r["length"]) == len(doc), (name, r)
+            assert int(r["wire"]) < len(doc) // 3, (name, r)
+            ws.send(iter(["a" * 1000, "b" * 1000]))
+            r = wire_report(ws.recv())
+            assert r["rsv1"][0] == "1" and set(r["rsv1"][1:]) == {"0"}, (name, r)
+            assert int(r["frames"]) >= 2 and int(r["length"]) == 2000, (name, r)
+        with connect(base + "/?report=1", compression=None) as ws:
+            ws.send(doc)
+            r = wire_report(ws.recv())
+            assert r["rsv1"] == "0" and int(r["wire"]) == len(doc), (name, r)
+        q = "server_no_context_takeover=1&server_max_window_bits=10&client_max_window_bits=10"
+        with connect(base + "/?" + q) as ws:
+            ext = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            for t in ("server_no_context_takeover", "server_max_window_bits=10",
+                      "client_max_window_bits=10"):
+                assert t in ext, (name, ext)
+            ws.send(far)
+            assert ws.recv() == far, name
+        with connect(base + "/?deflate=0") as ws:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None, name
+        with connect(base + "/headers", compression=None) as ws:
+            assert "sec-websocket-extensions" not in ws.recv().lower(), name
+        with connect(base + "/headers") as ws:
+            assert "sec-websocket-extensions: permessage-deflate" in ws.recv().lower(), name
+    with connect("ws://127.0.0.1:%d/" % ctx.node.port) as ws:
+        assert ws.response.headers["X-Luws-Peer"].startswith("ws/8."), ws.response.headers
+
+
+@test
+def deflate_bad_modes(ctx):
+    from websockets.exceptions import ConnectionClosedError, NegotiationError
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    from websockets.sync.client import connect
+    p = ctx.bad.port
+    # websockets closes with 1002 where it cannot inflate (luws: 1007); the bomb is over max_size
+    fails = (("deflate_corrupt", 1002), ("deflate_bomb?size=4194304", 1009), ("deflate_bomb", 1009),
+             ("deflate_rsv1_continuation", 1002), ("deflate_rsv1_control", 1002),
+             ("rsv1_unnegotiated", 1002))
+    for mode, code in fails:
+        i = uid()
+        try:
+            with connect("ws://127.0.0.1:%d/%s%sid=%s" % (p, mode, "&" if "?" in mode else "?", i),
+                         max_size=1 << 20) as ws:
+                ws.recv(timeout=5)
+            raise AssertionError("%s: a message arrived" % mode)
+        except ConnectionClosedError as e:
+            assert e.sent is not None and e.sent.code == code, (mode, e)
+        got = log(p, i, "close")
+        assert got[0] == "offer permessage-deflate; client_max_window_bits", (mode, got)
+        assert got[-1].startswith("close %d" % code), (mode, got)
+    i = uid()
+    with connect("ws://127.0.0.1:%d/deflate_ok_fragmented?id=%s" % (p, i)) as ws:
+        text = "Hello, compressed and fragmented world! " * 8
+        got = [ws.recv(timeout=5) for _ in range(3)]
+        assert got == [text, "plain after compressed", text], got
+    assert "pong ping-in-the-middle" in log(p, i, "pong"), log(p, i)
+    # rsv1_unnegotiated answers without the extension even to an offer
+    c = Raw(p, "/rsv1_unnegotiated", extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    c.expect_accept()
+    assert c.header("Sec-WebSocket-Extensions") is None, c.head
+    assert c.frame()["rsv"] == 4
+    c.shut()
+    for mode in ("ext_unknown_param", "ext_repeated_param", "ext_bad_value", "ext_twice",
+                 "ext_unknown_extension", "ext_server_bits_over"):
+        kw = {}
+        if mode == "ext_server_bits_over":
+            kw = dict(compression=None,
+                      extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=10)])
+        try:
+            with connect("ws://127.0.0.1:%d/%s" % (p, mode), **kw):
+                pass
+            raise AssertionError("%s: accepted" % mode)
+        except NegotiationError:
+            pass
+    c = Raw(p, "/ext?value=a%3Bb")  # any value, offered or not
+    c.expect_accept()
+    assert c.header("Sec-WebSocket-Extensions") == "a;b", c.head
+    c.shut()
+
+
+@test
+def node_lifecycle(ctx):
+    s = Server("node_echo.js")
+    os.kill(s.pid, signal.SIGTERM)
+    assert s.proc.wait(3) is not None
+    # the reader of its stdout pipe goes, the parent stays
+    s = Server("node_echo.js")
+    s.proc.stdout.close()
+    try:
+        s.proc.wait(4)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        raise AssertionError("node_echo.js survived the end of its stdout pipe")
+
+
 @test
 def lifecycle(ctx):
-    for script in ("bad_server.py", "echo_server.py"):
+    for script in ("bad_server.py", "echo_server.py", "node_echo.js"):
         # SIGTERM
         s = Server(script)
         os.kill(s.pid, signal.SIGTERM)
         assert s.proc.wait(3) is not None
         # parent death: start it from an intermediate python that exits
-        code = ("import subprocess,sys;p=subprocess.Popen([sys.executable,%r],"
+        code = ("import subprocess,sys;p=subprocess.Popen(%r,"
                 "stdout=subprocess.PIPE);print(p.stdout.readline().decode().strip(),flush=True)"
-                % os.path.join(HERE, script))
-        out = subprocess.run([PY, "-c", code], capture_output=True, timeout=20).stdout.decode()
+                % peer_cmd(script))
+        out = subprocess.run([PY, "-c", code], capture_output=True, timeout=20,
+                             env=dict(os.environ, NODE_PATH=NODE_PATH)).stdout.decode()
         pid = int(out.split()[3])
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
@@ -864,6 +996,7 @@ def main():
             ctx.bad_stall = start("bad_server.py", "--tls", f["cert"], f["key"], "--stall-tls")
             ctx.echo = start("echo_server.py")
             ctx.echo_tls = start("echo_server.py", "--tls", f["cert"], f["key"])
+            ctx.node = start("node_echo.js")
             for t in TESTS:
                 if a.k not in t.__name__:
                     continue

@@ -74,6 +74,19 @@ describe("test servers", function()
     assert.is_nil(io.open("/proc/" .. pid .. "/stat", "r"))
   end)
 
+  it("node echo server (ws): handshake, echo, stop", function()
+    local s = servers.start("node")
+    local pid = s.pid
+    local c, status, accept = raw_ws(s.port, "/")
+    assert.equal("HTTP/1.1 101 Switching Protocols", status)
+    assert.equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", accept)
+    assert(c:send(string.char(0x81, 0x82, 0, 0, 0, 0) .. "hi"))
+    assert.equal(string.char(0x81, 0x02) .. "hi", c:receive(4))
+    c:close()
+    s:stop()
+    assert.is_nil(io.open("/proc/" .. pid .. "/stat", "r"))
+  end)
+
   it("reports what a server printed when it fails to start", function()
     local saved = servers.python
     servers.python = "/nonexistent/python3"

@@ -1,8 +1,8 @@
--- Test peers for the luws specs: start/stop spec/servers/*.py and query them.
+-- Test peers for the luws specs: start/stop spec/servers/*.py (and node_echo.js) and query them.
 -- Lua 5.1-5.4 and LuaJIT; needs LuaSocket and, for TLS, the `openssl` CLI.
 --
 --   local servers = require "spec.support.servers"
---   local s = servers.start("bad")            -- or "echo", "luup", "sockproxy"; opts below
+--   local s = servers.start("bad")            -- or "echo", "node", "luup", "sockproxy"; opts below
 --   s.port, s.pid, s.url("/echo?id=x")        -- also s:url(path)
 --   s:log(id, wait_prefix, timeout) -> { "open", "text 5 hello", ... }
 --   s:count(wait_for, timeout) -> open TCP connections on the server
@@ -19,6 +19,9 @@
 --                           the log then records "client-cert <CN>|none")
 --       hold = <s>         (luup: seconds an answered connection is held open; 90)
 --       refuse = true      (sockproxy: answer every CONN with ERR CONN)
+-- "node" is spec/servers/node_echo.js (Node's `ws`), run by $LUWS_NODE (default node) with
+--   NODE_PATH at $LUWS_NODE_PATH (default target/node/node_modules, where tools/install-deps.sh
+--   puts the pinned `ws`); plain ws:// only.
 -- "luup" is spec/servers/fake_luup.py (query it over HTTP: GET /requests, /open);
 -- "sockproxy" is spec/servers/sockproxy_relay.py (its XLOG command reports a session).
 -- "tinyproxy", "microsocks": the real proxies (spec/servers/real_proxy.py), with
@@ -31,6 +34,7 @@ local socket = require "socket"
 local M = {}
 
 M.python = os.getenv("LUWS_PYTHON") or "python3"
+M.node = os.getenv("LUWS_NODE") or "node"
 M.start_timeout = 15 -- enforced by the servers themselves (startup alarm)
 
 local running = {} -- pid -> server
@@ -77,6 +81,8 @@ local servers_dir = (function()
   if dir:sub(1, 1) ~= "/" then dir = cwd() .. "/" .. dir end
   return dir .. "/../servers"
 end)()
+
+M.node_path = os.getenv("LUWS_NODE_PATH") or (servers_dir .. "/../../target/node/node_modules")
 
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(ch)
@@ -311,6 +317,8 @@ function M.start(kind, opts)
     script = "bad_server.py"
   elseif kind == "echo" then
     script = "echo_server.py"
+  elseif kind == "node" then
+    script = "node_echo.js"
   elseif kind == "luup" then
     script = "fake_luup.py"
   elseif kind == "sockproxy" then
@@ -321,7 +329,7 @@ function M.start(kind, opts)
     script = "bad_proxy.py"
   else
     error("unknown server kind " .. tostring(kind) ..
-          " (bad|echo|luup|sockproxy|tinyproxy|microsocks|badproxy)", 2)
+          " (bad|echo|node|luup|sockproxy|tinyproxy|microsocks|badproxy)", 2)
   end
   local args = ""
   if kind ~= "bad" and kind ~= "echo" and opts.tls then
@@ -362,6 +370,10 @@ function M.start(kind, opts)
   end
   local cmd = "exec " .. shell_quote(M.python) .. " " ..
               shell_quote(servers_dir .. "/" .. script) .. args .. " 2>&1"
+  if kind == "node" then
+    cmd = "exec env NODE_PATH=" .. shell_quote(M.node_path) .. " " .. shell_quote(M.node) .. " " ..
+          shell_quote(servers_dir .. "/" .. script) .. " 2>&1"
+  end
   local handle = assert(io.popen(cmd, "r"))
   local seen = {}
   local port, pid
