@@ -360,10 +360,6 @@ pub fn extensions_table(
         d.set("server_max_window_bits", p.server_max_window_bits)?;
         d.set("client_no_context_takeover", p.client_no_context_takeover)?;
         d.set("server_no_context_takeover", p.server_no_context_takeover)?;
-        d.set("threshold", p.threshold)?;
-        // Under a 15-bit client window luws sends uncompressed (miniz_oxide compresses with
-        // 15 bits only; RFC 7692 lets a sender not compress).
-        d.set("compresses_outgoing", p.compresses_outgoing())?;
         t.set("permessage_deflate", d)?;
     }
     Ok(t)
