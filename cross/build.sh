@@ -66,6 +66,9 @@ else
   RF+=" -C link-arg=-Wl,-z,max-page-size=4096 -C link-arg=-Wl,-z,common-page-size=4096"
   RF+=" -C link-arg=$SYSROOT/rustlink/getrandom_urandom.o"
   RF+=" --cfg getrandom_backend=\"custom\""
+  # permessage-deflate inflates but does not compress here (src/deflate.rs): miniz_oxide's
+  # compressor is 21 KB the 2 MiB budget lacks, and 319 KB of RAM per connection.
+  RF+=" ${LUWS_DEFLATE_CFG---cfg luws_inflate_only}"
   # Size budget (<= 2 MiB): no panic file/line strings, no Debug output (luws shows users
   # only Display text, and takes rustls's names from rustls, not from Debug; ~37 KB less
   # than fmt-debug=shallow), std size-optimised paths, and backtraces without symbol names

@@ -89,6 +89,32 @@ local function round_trip(u, o)
   return echoed, e or "no echo"
 end
 
+-- permessage-deflate on the target: the echo server compresses a JSON document of 300 KB;
+-- luws inflates it (every build inflates; the Vera build sends uncompressed).
+do
+  local parts = {}
+  for i = 1, 3000 do
+    parts[i] = string.format('{"entity_id":"sensor.s%d","state":"%d","attributes":{"unit":"C"}}', i, i % 97)
+  end
+  local doc = "[" .. table.concat(parts, ",") .. "]"
+  local echoed
+  local c, e = luws.wsopen(url, function(_, op, data) if op == 1 then echoed = data end end,
+    { permessage_deflate = true, max_payload_size = 1e6 })
+  local agreed = c and c:extensions().permessage_deflate
+  check("permessage-deflate agreed", agreed ~= nil, e or "no extension")
+  if c then
+    luws.wssend(c, 1, doc)
+    local deadline = os.time() + 20
+    while not echoed and os.time() < deadline do
+      local more, n = luws.wsreceive(c)
+      if more == nil then e = n break end
+    end
+    luws.wsclose(c)
+  end
+  check("a 300 KB JSON document inflated byte-exact", echoed == doc,
+    echoed and (#echoed .. " bytes") or e or "no echo")
+end
+
 -- The TLS backend on the target itself: pinning, the SNI override, a SOCKS5 tunnel.
 if tls_port then
   local wss = string.format("wss://127.0.0.1:%d/echo", tls_port)

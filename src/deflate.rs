@@ -2,7 +2,9 @@
 //! backend, a message at a time, with the decompression-bomb guard. No socket and no frames
 //! here: the session hands in payloads and sets or reads RSV1.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+#[cfg(not(luws_inflate_only))]
+use flate2::{Compress, Compression, FlushCompress};
+use flate2::{Decompress, FlushDecompress, Status};
 use thiserror::Error;
 
 use crate::extension::DeflateParams;
@@ -11,6 +13,7 @@ use crate::extension::DeflateParams;
 /// put back after each message received (§7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+#[cfg(not(luws_inflate_only))]
 /// Level 1, miniz_oxide's greedy single-probe matcher. On generated device-status JSON of 2 KB
 /// to 2 MB (x86_64) it left 15–23 % of the input at 110–470 MB/s, level 6 8–18 % at
 /// 60–120 MB/s; a stream of 2 KB messages took 14 µs a message against 42 µs. Level 1 already
@@ -150,17 +153,40 @@ impl Inflater {
 
 /// Compresses our messages.
 ///
+/// Not in a build with `--cfg luws_inflate_only` (Vera's: its 2 MiB of flash has no room for
+/// miniz_oxide's compressor, 21 KB there, and its RAM little for the compressor's 319 KB per
+/// connection). Such a build agrees to permessage-deflate and inflates what servers send (the
+/// large messages), and sends every message uncompressed, which RFC 7692 allows.
+///
 /// Heap: nothing until the first compressed message, then 319,326 bytes (miniz_oxide's
 /// `CompressorOxide`: window, hash chains, symbol and output buffers; same measurement as
 /// `Inflater`). A new connection that never sends a message of `threshold` bytes or more never
 /// pays for it. Resetting it for `client_no_context_takeover` costs about 9 µs a message
 /// (x86_64) as it clears the hash tables.
+#[cfg(not(luws_inflate_only))]
 pub struct Deflater {
     state: Option<Compress>,
     /// `client_no_context_takeover`: each message is compressed on its own.
     no_context_takeover: bool,
 }
 
+/// The compressor of a build that never compresses: there is none.
+#[cfg(luws_inflate_only)]
+#[derive(Debug)]
+pub enum Deflater {}
+
+#[cfg(luws_inflate_only)]
+impl Deflater {
+    pub fn new(_: &DeflateParams) -> Option<Deflater> {
+        None
+    }
+
+    pub fn compress(&mut self, _: &[u8], _: &mut Vec<u8>) {
+        match *self {}
+    }
+}
+
+#[cfg(not(luws_inflate_only))]
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deflater")
@@ -170,6 +196,7 @@ impl std::fmt::Debug for Deflater {
     }
 }
 
+#[cfg(not(luws_inflate_only))]
 impl Deflater {
     /// `None` when the agreed window is one miniz_oxide cannot compress with
     /// (`DeflateParams::compresses_outgoing`): every message then goes uncompressed.
@@ -203,6 +230,7 @@ impl Deflater {
     }
 }
 
+#[cfg(not(luws_inflate_only))]
 /// Compresses `input` and sync-flushes it into `out`; `None` if the compressor fails or makes
 /// no progress.
 fn sync_flushed(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Option<()> {
@@ -226,6 +254,7 @@ fn sync_flushed(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Option<()>
     }
 }
 
+#[cfg(not(luws_inflate_only))]
 /// `input` as stored (uncompressed) DEFLATE blocks, with the final empty one already stripped
 /// of its tail, as in §7.2.3.3. The stream is byte-aligned at a message's start.
 fn stored(input: &[u8], out: &mut Vec<u8>) {
@@ -239,7 +268,7 @@ fn stored(input: &[u8], out: &mut Vec<u8>) {
     out.push(0x00);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(luws_inflate_only)))]
 mod tests {
     use super::*;
 

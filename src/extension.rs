@@ -14,13 +14,16 @@ const WINDOW_BITS: std::ops::RangeInclusive<u8> = 8..=MAX_WINDOW_BITS;
 /// What the user asks for (the deflate options).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeflateConfig {
-    /// A window for our compressor to promise; `None`: not offered, so the server may not
-    /// restrict it (RFC 7692 §7.1.2.2). miniz_oxide compresses with a 15-bit window only, and
-    /// servers that may choose pick smaller ones (Python `websockets` answers 12), which would
-    /// leave every message we send uncompressed: so it is offered only when the user sets it,
-    /// and any value under 15 then means we never compress (`DeflateParams::compresses_outgoing`),
-    /// which also saves the compressor's memory.
+    /// A window for our compressor to promise (`client_max_window_bits=N`).
     pub client_max_window_bits: Option<u8>,
+    /// Without a value, offer `client_max_window_bits` all the same, so that a server that
+    /// wants to restrict our window accepts the offer instead of declining it (RFC 7692
+    /// §7.1.2.2; Chrome offers the same). miniz_oxide compresses with a 15-bit window only, so
+    /// under a smaller one we send uncompressed (`DeflateParams::compresses_outgoing`), which
+    /// RFC 7692 allows and which also saves the compressor's memory: the messages that matter
+    /// are the large ones servers send. `false` (the option `client_max_window_bits = false`)
+    /// leaves it out, for a server that restricts but would not need to.
+    pub offer_client_window: bool,
     /// A window to ask the server to keep to (`None`: not offered, the server chooses).
     pub server_max_window_bits: Option<u8>,
     /// Promise to compress each message on its own (less memory on the server's side).
@@ -36,6 +39,7 @@ impl Default for DeflateConfig {
     fn default() -> DeflateConfig {
         DeflateConfig {
             client_max_window_bits: None,
+            offer_client_window: true,
             server_max_window_bits: None,
             client_no_context_takeover: false,
             server_no_context_takeover: false,
@@ -74,8 +78,10 @@ impl DeflateConfig {
         if let Some(b) = self.server_max_window_bits {
             s.push_str(&format!("; server_max_window_bits={b}"));
         }
-        if let Some(b) = self.client_max_window_bits {
-            s.push_str(&format!("; client_max_window_bits={b}"));
+        match self.client_max_window_bits {
+            Some(b) => s.push_str(&format!("; client_max_window_bits={b}")),
+            None if self.offer_client_window => s.push_str("; client_max_window_bits"),
+            None => {}
         }
         s
     }
@@ -265,7 +271,7 @@ fn agree(
             Param::ClientMaxWindowBits => {
                 // Only in answer to our offer of it (§7.1.2.2), and with a value. A value over
                 // our own offer is no conflict: we keep to the smaller.
-                if config.client_max_window_bits.is_none() {
+                if config.client_max_window_bits.is_none() && !config.offer_client_window {
                     return Err(ExtensionProblem::ClientWindowNotOffered);
                 }
                 let bits =
@@ -419,14 +425,23 @@ mod tests {
     }
 
     #[test]
-    fn the_default_offer_restricts_nothing() {
-        assert_eq!(DeflateConfig::default().offer(), "permessage-deflate");
+    fn the_default_offer_leaves_the_client_window_to_the_server() {
+        assert_eq!(
+            DeflateConfig::default().offer(),
+            "permessage-deflate; client_max_window_bits"
+        );
+        let without = DeflateConfig {
+            offer_client_window: false,
+            ..DeflateConfig::default()
+        };
+        assert_eq!(without.offer(), "permessage-deflate");
     }
 
     #[test]
     fn an_offer_names_every_restriction() {
         let config = DeflateConfig {
             client_max_window_bits: Some(12),
+            offer_client_window: true,
             server_max_window_bits: Some(10),
             client_no_context_takeover: true,
             server_no_context_takeover: true,
@@ -626,8 +641,12 @@ mod tests {
             Err(P::BadValue(Param::ClientMaxWindowBits))
         );
         // Without our offer the server may not name our window at all (§7.1.2.2).
+        let without = DeflateConfig {
+            offer_client_window: false,
+            ..DeflateConfig::default()
+        };
         assert_eq!(
-            answer(&["permessage-deflate; client_max_window_bits=10"]),
+            accept(&without, &["permessage-deflate; client_max_window_bits=10"]),
             Err(P::ClientWindowNotOffered)
         );
     }

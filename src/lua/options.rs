@@ -201,8 +201,16 @@ fn permessage_deflate(r: &Reader) -> mlua::Result<Option<DeflateConfig>> {
     };
     let rt = Reader::new(&t, r.func);
     let bits = |name| rt.size(name, 8.0, 15.0).map(|n| n.map(|n| n as u8));
+    // `client_max_window_bits`: 8..15, or true (the default: offered without a value, the
+    // server may choose) or false (not offered).
+    let (client_max_window_bits, offer_client_window) =
+        match t.get::<Value>("client_max_window_bits")? {
+            Value::Boolean(b) => (None, b),
+            _ => (bits("client_max_window_bits")?, true),
+        };
     let mut c = DeflateConfig {
-        client_max_window_bits: bits("client_max_window_bits")?,
+        client_max_window_bits,
+        offer_client_window,
         server_max_window_bits: bits("server_max_window_bits")?,
         client_no_context_takeover: rt.flag("client_no_context_takeover")?,
         server_no_context_takeover: rt.flag("server_no_context_takeover")?,
