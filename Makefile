@@ -71,6 +71,8 @@ dist: module
 # ceiling) and a minimal C Lua module (the floor), and the same under LuaJIT. See bench/.
 #   make bench        the full run; writes bench/results.md
 #   make bench-smoke  small counts, < 60 s, fails only if something does not run (for CI)
+#   make bench-json   only the 2 MB JSON row (with and without permessage-deflate), full counts;
+#                     writes bench/target/results-json.md
 
 BENCH_TARGET := $(CURDIR)/bench/target
 LUWS_SO      := target/release/libluws.so
@@ -96,7 +98,7 @@ define bench_prepare
 endef
 BENCH_FLOORS := --floor-dir $(BENCH_TARGET)/floor51 --floor-jit-dir $(BENCH_TARGET)/floor-jit
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-json
 
 bench:
 	bash -c '. tools/lib.sh && apt_need valgrind strace luajit liblua5.1-0-dev libluajit-5.1-dev'
@@ -123,3 +125,10 @@ bench-smoke:
 	$(bench_prepare)
 	$(BENCH_TARGET)/release/luws-bench run --smoke --lua-dir $(BENCH_TARGET)/lua51 \
 	  $(BENCH_FLOORS) --jit-dir $(BENCH_TARGET)/luajit --out $(BENCH_TARGET)/results-smoke.md
+
+# The large-JSON row alone; its profile too when `make bench` has built the symbol build.
+bench-json:
+	bash -c '. tools/lib.sh && apt_need valgrind strace liblua5.1-0-dev'
+	$(bench_prepare)
+	$(BENCH_TARGET)/release/luws-bench run --only json --lua-dir $(BENCH_TARGET)/lua51 \
+	  --sym-lua-dir $(BENCH_TARGET)/lua51-sym --out $(BENCH_TARGET)/results-json.md

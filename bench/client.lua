@@ -1,4 +1,5 @@
--- luws benchmark client (Lua 5.1): the same work as the Rust ceiling (src/client.rs).
+-- luws benchmark client (Lua 5.1): the same work as the Rust ceiling (src/client.rs), and the
+-- large-JSON modes (json, json-deflate), which only luws runs.
 --   lua5.1 client.lua MODE COUNT SIZE URL
 -- prints one "RESULT key=value ..." line; secs is the timed part only (after the connection is
 -- open, except for openclose). luws.so must be on package.cpath (the driver sets LUA_CPATH).
@@ -44,8 +45,8 @@ local function handler(conn, op, data)
   end
 end
 
-local function open(opts)
-  local conn, err = luws.wsopen(url, handler, opts)
+local function open(opts, h)
+  local conn, err = luws.wsopen(url, h or handler, opts)
   if not conn then die("wsopen:", tostring(err)) end
   return conn
 end
@@ -110,6 +111,49 @@ elseif mode == "recv" or mode == "big" then
   local hwm = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
   f:close()
   result(string.format("secs=%.6f hwm=%d", secs, hwm))
+elseif mode == "json" or mode == "json-deflate" then
+  -- count JSON state dumps of about `size` bytes (server: `json SIZE COUNT`), with
+  -- permessage-deflate offered (json-deflate) or not, then the server's `wire BYTES`. Each
+  -- document must be whole and in order: at least `size` bytes, starting {"id":<its index>,
+  -- "type":"result" and ending with the last entity's }}]} (only those ends are looked at, so
+  -- the check costs next to nothing).
+  -- Timed from the first message's arrival to the last's: count - 1 messages, none of the
+  -- server's preparing.
+  local deflate = mode == "json-deflate"
+  local t_first, t_last, bytes, wire = nil, nil, 0, nil
+  local function json_handler(_, op, data)
+    if op == false then
+      failed = data
+      return
+    end
+    if got == count then
+      wire = tonumber(data:match("^wire (%d+)$"))
+      if not wire then failed = "no wire count: " .. data:sub(1, 40) end
+    else
+      local id = tonumber(data:sub(1, 40):match('^{"id":(%d+),"type":"result",'))
+      if op ~= 1 or id ~= got or #data < size or data:sub(-4) ~= "}}]}" then
+        failed = "json message " .. got .. " incomplete or out of order (" .. #data .. " bytes)"
+      end
+      bytes = bytes + #data
+      t_last = now()
+      t_first = t_first or t_last
+    end
+    got = got + 1
+    last = data
+  end
+  local conn = open({
+    permessage_deflate = deflate,
+    max_payload_size = math.max(4 * 1024 * 1024, 2 * size),
+  }, json_handler)
+  local agreed = conn:extensions().permessage_deflate ~= nil
+  if agreed ~= deflate then die("permessage-deflate agreed:", tostring(agreed), "offered:", tostring(deflate)) end
+  local ok, err = luws.wssend(conn, 1, "json " .. size .. " " .. count)
+  if not ok then die("wssend:", tostring(err)) end
+  pump(conn, count + 1)
+  if failed then die(failed) end
+  last = nil
+  luws.wsclose(conn)
+  result(string.format("secs=%.6f timed=%d bytes=%d wire=%d", t_last - t_first, count - 1, bytes, wire))
 elseif mode == "send" then
   local conn = open()
   local payload = string.rep("Z", size)

@@ -1,13 +1,16 @@
 //! luws benchmark.
 //!
-//! * `luws-bench run [--smoke] [--lua-dir DIR] [--sym-lua-dir DIR] [--out FILE]`: the whole
-//!   benchmark (what `make bench` / `make bench-smoke` call);
+//! * `luws-bench run [--smoke] [--only json] [--lua-dir DIR] [--sym-lua-dir DIR] [--out FILE]`:
+//!   the whole benchmark (what `make bench` / `make bench-smoke` call), or only its large-JSON
+//!   row (`make bench-json`);
 //! * `luws-bench server [PORT]`: the benchmark server alone, in the foreground;
 //! * `luws-bench client MODE COUNT SIZE URL`: the pure-Rust tungstenite ceiling client.
 
 mod client;
+mod deflate;
 mod run;
 mod server;
+mod state_dump;
 
 use std::net::TcpListener;
 
@@ -34,7 +37,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: luws-bench run [--smoke] [--lua-dir DIR] [--sym-lua-dir DIR] [--out FILE]\n\
+                "usage: luws-bench run [--smoke] [--only json] [--lua-dir DIR] [--sym-lua-dir DIR] [--out FILE]\n\
                  \x20      luws-bench server [PORT]\n\
                  \x20      luws-bench client MODE COUNT SIZE URL"
             );

@@ -7,7 +7,11 @@
 //!   divided by N2 - N1 is the cost per message, without start-up. These runs connect to the
 //!   server's late-echo path, so every client polls the same way for every echo;
 //! * strace -f -c: syscalls per idle `wsreceive`, also by difference;
-//! * RSS and peak RSS (VmRSS, VmHWM) from /proc/self/status inside the client.
+//! * RSS and peak RSS (VmRSS, VmHWM) from /proc/self/status inside the client;
+//! * the large-JSON row (`json`): a 2 MB state dump with and without permessage-deflate, also
+//!   alone (`--only json`).
+
+mod json;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -493,6 +497,7 @@ pub fn main(args: &[String]) -> Res<()> {
     let mut sym_lua_dir = None;
     let (mut floor_dir, mut jit_dir, mut floor_jit_dir) = (None, None, None);
     let mut out = None;
+    let mut only_json = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -503,10 +508,20 @@ pub fn main(args: &[String]) -> Res<()> {
             "--jit-dir" => jit_dir = Some(PathBuf::from(it.next().ok_or("--jit-dir DIR")?)),
             "--floor-jit-dir" => floor_jit_dir = Some(PathBuf::from(it.next().ok_or("--floor-jit-dir DIR")?)),
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out FILE")?)),
+            "--only" => match it.next().map(String::as_str) {
+                Some("json") => only_json = true,
+                _ => return Err("--only json (the only part that runs alone)".into()),
+            },
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let out = out.unwrap_or_else(|| bench.join(if smoke { "target/results-smoke.md" } else { "results.md" }));
+    let out = out.unwrap_or_else(|| {
+        bench.join(match (smoke, only_json) {
+            (true, _) => "target/results-smoke.md",
+            (false, true) => "target/results-json.md",
+            (false, false) => "results.md",
+        })
+    });
     if !lua_dir.join("luws.so").exists() {
         return Err(format!("{}/luws.so missing (run through make bench)", lua_dir.display()));
     }
@@ -579,6 +594,13 @@ pub fn main(args: &[String]) -> Res<()> {
             Some(v.to_string())
         })
         .unwrap_or_else(|| TUNGSTENITE_VERSION.into());
+    let flate2 = fs::read_to_string(bench.join("Cargo.lock"))
+        .ok()
+        .and_then(|l| {
+            let i = l.find("name = \"flate2\"")?;
+            l[i..].lines().nth(1)?.strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "1".into());
     let luws_tung = fs::read_to_string(repo.join("Cargo.lock"))
         .ok()
         .and_then(|l| {
@@ -587,8 +609,31 @@ pub fn main(args: &[String]) -> Res<()> {
         })
         .unwrap_or_else(|| "?".into());
 
-    // --- throughput and instructions
+    // --- the report's head (written now, so that `--only json` has it too)
     let runs = if smoke { 1 } else { 5 };
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# luws benchmark{}\n", if smoke { " (smoke: tiny counts, not figures to quote)" } else { "" });
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| date | {date} |");
+    let _ = writeln!(w, "| machine | {arch}, {cpu}, {ncpu} CPUs; load average at start {load} (wall-clock figures depend on it; instruction counts do not) |");
+    let _ = writeln!(w, "| ours | luws {luws_version}, git {git}, driven from {lua_version} (tungstenite {luws_tung} inside) |");
+    let _ = writeln!(w, "| ceiling | pure-Rust tungstenite {tung} client, blocking I/O, read_buffer_size {READ_BUFFER_SIZE}, write_buffer_size {WRITE_BUFFER_SIZE} (luws's defaults), TCP_NODELAY; {rustc} |");
+    let _ = writeln!(w, "| server | tungstenite {tung}, thread per connection, blocking, 127.0.0.1; for the instruction counts, echoes 10 ms late (path `{}`); permessage-deflate when the client offers it (flate2 {flate2}, miniz_oxide, level 1, context takeover) |", crate::server::LATE_PATH);
+    let cc = capture("cc", &["--version"]).lines().next().unwrap_or("").to_string();
+    let _ = writeln!(w, "| floor | `bench/floor/luws_floor.c` ({cc}, -O2), built as luws.so against Lua 5.1's and LuaJIT's headers |");
+    if let Some((v, jv)) = &jit_version {
+        let _ = writeln!(w, "| LuaJIT | luws {v} built with `--no-default-features --features luajit,module,tls-native`, driven from {jv} |");
+    }
+    let _ = writeln!(w, "| method | msg/s: median of {runs} run(s) of the timed loop; instr/msg: callgrind on the client process only, (Ir(N2) − Ir(N1)) / (N2 − N1) |\n");
+
+    if only_json {
+        let rows = json::measure(&ctx, runs)?;
+        json::report(&mut md, &rows, runs);
+        return finish(md, ctx.notes.clone(), &ctx.work, &out);
+    }
+
+    // --- throughput and instructions
     let mut rows = Vec::new();
     for (ci, case) in CASES.iter().enumerate() {
         let n = if smoke { case.timed.1 } else { case.timed.0 };
@@ -636,6 +681,9 @@ pub fn main(args: &[String]) -> Res<()> {
             profile,
         });
     }
+
+    // --- the large-JSON row
+    let json_rows = json::measure(&ctx, runs)?;
 
     // --- idle wsreceive
     let idle_counts = if smoke { (100, 1_100) } else { (1_000, 11_000) };
@@ -698,22 +746,7 @@ pub fn main(args: &[String]) -> Res<()> {
     let rpeak = (peak(Client::Rust, BIG, "big-rust")?, peak(Client::Rust, 32, "big-rust-base")?);
 
     // --- report
-    let mut md = String::new();
     let w = &mut md;
-    let _ = writeln!(w, "# luws benchmark{}\n", if smoke { " (smoke: tiny counts, not figures to quote)" } else { "" });
-    let _ = writeln!(w, "| | |\n|---|---|");
-    let _ = writeln!(w, "| date | {date} |");
-    let _ = writeln!(w, "| machine | {arch}, {cpu}, {ncpu} CPUs; load average at start {load} (wall-clock figures depend on it; instruction counts do not) |");
-    let _ = writeln!(w, "| ours | luws {luws_version}, git {git}, driven from {lua_version} (tungstenite {luws_tung} inside) |");
-    let _ = writeln!(w, "| ceiling | pure-Rust tungstenite {tung} client, blocking I/O, read_buffer_size {READ_BUFFER_SIZE}, write_buffer_size {WRITE_BUFFER_SIZE} (luws's defaults), TCP_NODELAY; {rustc} |");
-    let _ = writeln!(w, "| server | tungstenite {tung}, thread per connection, blocking, 127.0.0.1; for the instruction counts, echoes 10 ms late (path `{}`) |", crate::server::LATE_PATH);
-    let cc = capture("cc", &["--version"]).lines().next().unwrap_or("").to_string();
-    let _ = writeln!(w, "| floor | `bench/floor/luws_floor.c` ({cc}, -O2), built as luws.so against Lua 5.1's and LuaJIT's headers |");
-    if let Some((v, jv)) = &jit_version {
-        let _ = writeln!(w, "| LuaJIT | luws {v} built with `--no-default-features --features luajit,module,tls-native`, driven from {jv} |");
-    }
-    let _ = writeln!(w, "| method | msg/s: median of {runs} run(s) of the timed loop; instr/msg: callgrind on the client process only, (Ir(N2) − Ir(N1)) / (N2 − N1) |\n");
-
     let _ = writeln!(w, "## Throughput and instructions per message\n");
     let _ = writeln!(w, "| case | luws msg/s | Rust msg/s | speed ours/Rust | luws instr/msg | Rust instr/msg | instr ours÷Rust | budget | |");
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
@@ -739,6 +772,7 @@ pub fn main(args: &[String]) -> Res<()> {
             r.budget
         );
     }
+    json::report(w, &json_rows, runs);
 
     let _ = writeln!(w, "\n## The Lua floor\n");
     let _ = writeln!(
@@ -893,17 +927,21 @@ pub fn main(args: &[String]) -> Res<()> {
     notes.push("Pushed messages end with their sequence number, so every received Lua string is new (no interning shortcut); the echo test sends the same 32-byte text each time, as the Rust client does.".into());
     notes.push("callgrind counts each iteration of `rep movsb`/`rep stosb` (glibc's memcpy/memset for large sizes) as one instruction: a 16 KiB copy is ~16,000 Ir, though it takes ~1 µs.".into());
     notes.push("Memory: VmRSS inside the client after a full GC; the 1st connection also faults in code; \"one idle connection\" is the 2nd. Peak: VmHWM of the client at the end of the run.".into());
+    finish(md, notes, &ctx.work, &out)
+}
+
+/// The notes, then the report printed and written to `out`.
+fn finish(mut md: String, mut notes: Vec<String>, work: &Path, out: &Path) -> Res<()> {
+    let w = &mut md;
     notes.sort();
     notes.dedup();
-    notes.push(format!("callgrind files and client output: {}", ctx.work.display()));
+    notes.push(format!("callgrind files and client output: {}", work.display()));
     let _ = writeln!(w, "\n## Notes\n");
     for n in notes {
         let _ = writeln!(w, "- {n}");
     }
-    let _ = ctx.smoke;
-
     print!("{md}");
-    fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
-    say(&format!("written to {}", out.display()));
+    fs::write(out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("bench: written to {}", out.display());
     Ok(())
 }
