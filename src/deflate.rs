@@ -95,16 +95,16 @@ impl Inflater {
                     size: out.len() as u64,
                 });
             }
-            // Room grows by half of what is there (copying stays linear in the message size)
+            // Room doubles what is there (each byte is copied about once as the buffer grows)
             // but never past one byte over the limit, the byte that proves a message too big.
+            // The inflater writes into the spare capacity: nothing is zeroed first.
             let len = out.len();
-            let room = (most - len).min(MIN_ROOM.max(len / 2));
+            let room = (most - len).min(MIN_ROOM.max(len));
             out.reserve_exact(room);
-            out.resize(len + room, 0);
+            let room = out.capacity() - len;
             let (in_before, out_before) = (d.total_in(), d.total_out());
-            let status = d.decompress(rest, &mut out[len..], FlushDecompress::None);
+            let status = d.decompress_vec(rest, out, FlushDecompress::None);
             let produced = (d.total_out() - out_before) as usize;
-            out.truncate(len + produced);
             let used = (d.total_in() - in_before) as usize;
             rest = &rest[used..];
             match status {
