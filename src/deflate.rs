@@ -97,7 +97,7 @@ impl Inflater {
             }
             // Room doubles what is there (each byte is copied about once as the buffer grows)
             // but never past one byte over the limit, the byte that proves a message too big.
-            // The inflater writes into the spare capacity: nothing is zeroed first.
+            // (flate2 zeroes the room before inflating into it: its API takes initialised bytes.)
             let len = out.len();
             let room = (most - len).min(MIN_ROOM.max(len));
             out.reserve_exact(room);
