@@ -84,6 +84,12 @@ impl Outbox {
     /// Queues one message as a single frame. With nothing pending it is taken whatever its
     /// size; otherwise it is refused (false) when the buffer would pass `cap`.
     pub fn push(&mut self, kind: Kind, payload: &[u8], cap: usize) -> bool {
+        // Judged on the uncompressed size, before compressing: a compressor that has taken a
+        // message into its window must send it (the server's window follows ours).
+        let pending = self.pending();
+        if pending > 0 && pending + payload.len() + 14 > cap {
+            return false;
+        }
         let compress = matches!(kind, Kind::Text | Kind::Binary)
             && self
                 .compression
@@ -98,10 +104,6 @@ impl Outbox {
         } else {
             payload
         };
-        let pending = self.pending();
-        if pending > 0 && pending + body.len() + 14 > cap {
-            return false;
-        }
         format(&mut self.buf, kind, compress, body, self.masking);
         true
     }
@@ -290,6 +292,60 @@ mod tests {
         assert!(o.write_to(&mut s, 100).unwrap());
         assert_eq!(s.got.len(), 1004);
         assert!(o.is_empty());
+    }
+
+    /// A message the cap refuses has not entered the compressor's window: sent later, it and
+    /// the ones around it inflate as they were (context takeover on both sides).
+    #[cfg(not(luws_inflate_only))]
+    #[test]
+    fn a_refused_message_leaves_the_compressed_stream_intact() {
+        use crate::deflate::{Deflater, Inflater};
+        use crate::extension::DeflateParams;
+        let params = DeflateParams {
+            threshold: 0,
+            ..DeflateParams::default()
+        };
+        let deflater = Deflater::new(&params).unwrap();
+        let mut o = Outbox::new(
+            false,
+            Some(Compression {
+                deflater,
+                threshold: 0,
+            }),
+        );
+        let a = b"{\"state\":\"on\",\"entity\":\"light.kitchen\"}".repeat(20);
+        let b = b"{\"state\":\"off\",\"entity\":\"light.hall\"}".repeat(30);
+        let mut s = Sink {
+            got: Vec::new(),
+            room: 10,
+        };
+        assert!(o.push(Kind::Text, &a, 64));
+        assert!(!o.write_to(&mut s, 64).unwrap());
+        assert!(
+            !o.push(Kind::Text, &b, 64),
+            "refused: output pending over the cap"
+        );
+        s.room = usize::MAX;
+        assert!(o.write_to(&mut s, 64).unwrap());
+        assert!(o.push(Kind::Text, &b, 64));
+        assert!(o.push(Kind::Text, &a, usize::MAX));
+        assert!(o.write_to(&mut s, 64).unwrap());
+        // Unframe (short unmasked headers: payloads under 126 bytes compressed) and inflate.
+        let mut inflater = Inflater::new(&params);
+        let (mut at, mut got) = (0, Vec::new());
+        while at < s.got.len() {
+            assert_eq!(s.got[at], 0xc1, "FIN, RSV1, text");
+            let len = usize::from(s.got[at + 1]);
+            assert!(len < 126);
+            let mut msg = Vec::new();
+            inflater
+                .inflate(&s.got[at + 2..at + 2 + len], &mut msg, 1 << 20)
+                .unwrap();
+            inflater.finish(&mut msg, 1 << 20).unwrap();
+            got.push(msg);
+            at += 2 + len;
+        }
+        assert_eq!(got, [a.clone(), b, a]);
     }
 
     #[test]
