@@ -89,7 +89,7 @@ local function round_trip(u, o)
   return echoed, e or "no echo"
 end
 
--- permessage-deflate on the target: the echo server compresses a JSON document of 300 KB;
+-- permessage-deflate on the target: the echo server compresses a JSON document of 200 KB;
 -- luws inflates it (every build inflates; the Vera build sends uncompressed).
 do
   local parts = {}
@@ -101,7 +101,7 @@ do
   local c, e = luws.wsopen(url, function(_, op, data) if op == 1 then echoed = data end end,
     { permessage_deflate = true, max_payload_size = 1e6 })
   local agreed = c and c:extensions().permessage_deflate
-  check("permessage-deflate agreed", agreed ~= nil, e or "no extension")
+  check("permessage-deflate agreed", agreed ~= nil, not agreed and (e or "no extension") or nil)
   if c then
     luws.wssend(c, 1, doc)
     local deadline = os.time() + 20
@@ -111,7 +111,7 @@ do
     end
     luws.wsclose(c)
   end
-  check("a 300 KB JSON document inflated byte-exact", echoed == doc,
+  check("a 200 KB JSON document inflated byte-exact", echoed == doc,
     echoed and (#echoed .. " bytes") or e or "no echo")
 end
 
