@@ -66,6 +66,39 @@ describe("wsclose", function()
     assert.not_equal(target, H.fd_target(fd))
   end)
 
+  it("the hot calls reach the right conn after the conn they saw last was collected", function()
+    -- wssend, wsreceive, wait and the methods remember the conn they saw last; once it is
+    -- collected, a new conn (often in the same memory) must be recognised afresh.
+    local reused = 0
+    for round = 1, 20 do
+      local old_fd
+      do
+        local old = H.open(echo.url("/"), function() end)
+        old_fd = old:getfd()
+        assert.is_true(luws.wssend(old, 1, "old"))
+        luws.wait({ old }, 0)
+        luws.wsreceive(old)
+        old:dirty()
+      end
+      collectgarbage()
+      collectgarbage()
+      local got = {}
+      local conn = H.open(echo.url("/"), function(c, op, data) got[#got + 1] = { c, op, data } end)
+      if conn:getfd() == old_fd then reused = reused + 1 end
+      assert.is_true(luws.wssend(conn, 1, "new " .. round))
+      assert.is_true(H.pump(conn, function() return #got >= 1 end))
+      assert.equal(conn, got[1][1])
+      assert.same({ 1, "new " .. round }, { got[1][2], got[1][3] })
+      assert.is_true(conn:send(1, "again"))
+      assert.same({ conn }, luws.wait({ conn }, 5))
+      assert.is_true(H.pump(conn, function() return #got >= 2 end))
+      assert.equal("again", got[2][3])
+      luws.wsclose(conn)
+    end
+    -- The old conn's descriptor was free again for the new one: it was really collected.
+    assert.is_true(reused > 0, "no round reused the collected conn's descriptor")
+  end)
+
   it("offers methods: send, receive, close, getfd, dirty, lastping", function()
     local handler, got = H.recorder()
     local conn = H.open(echo.url("/"), handler)

@@ -38,6 +38,7 @@ pub mod sys;
 pub mod tcp;
 pub mod tls;
 pub mod tunnel;
+pub mod utf8;
 pub mod wire;
 
 // A module build leaves Lua's symbols to the host, so a unit-test binary cannot link the Lua

@@ -40,16 +40,44 @@ pub fn wait_any(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Resu
 /// How many items `wait_few` takes.
 pub const FEW: usize = 8;
 
-/// `wait_any` for a few items (unused ones `None`) without allocating: which are ready.
-pub fn wait_few(
-    items: &[Option<PollInfo>; FEW],
-    limit: Option<Duration>,
-) -> io::Result<[bool; FEW]> {
+/// `wait_any` for at most `FEW` items (any further ones are not waited for) without
+/// allocating: which are ready, by index.
+pub fn wait_few(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Result<[bool; FEW]> {
+    let items = &items[..items.len().min(FEW)];
+    let n = items.len();
+    let mut ready = [false; FEW];
+    // The wait of a loop on one connection with nothing buffered and no timer: one poll(2)
+    // on its descriptor, as `wait_into` would make it (the hot `luws.wait`).
+    if let [Some(p)] = items {
+        if p.fd >= 0 && !p.dirty && p.due.is_none() {
+            let mut fd = [libc::pollfd {
+                fd: p.fd,
+                events: events(p.interest),
+                revents: 0,
+            }];
+            poll(&mut fd, limit)?;
+            ready[0] = fd[0].revents != 0;
+            return Ok(ready);
+        }
+    }
     let mut fds = [NO_FD; FEW];
     let mut owner = [0; FEW];
-    let mut ready = [false; FEW];
-    wait_into(items, limit, &mut fds, &mut owner, &mut ready)?;
+    wait_into(
+        items,
+        limit,
+        &mut fds[..n],
+        &mut owner[..n],
+        &mut ready[..n],
+    )?;
     Ok(ready)
+}
+
+fn events(interest: Interest) -> libc::c_short {
+    match interest {
+        Interest::Read => libc::POLLIN,
+        // Input counts while waiting to write: the peer's Close, say, is work too.
+        Interest::Write => libc::POLLIN | libc::POLLOUT,
+    }
 }
 
 const NO_FD: libc::pollfd = libc::pollfd {
@@ -85,11 +113,7 @@ fn wait_into(
         if p.fd >= 0 {
             fds[n] = libc::pollfd {
                 fd: p.fd,
-                // Input counts while waiting to write: the peer's Close, say, is work too.
-                events: match p.interest {
-                    Interest::Read => libc::POLLIN,
-                    Interest::Write => libc::POLLIN | libc::POLLOUT,
-                },
+                events: events(p.interest),
                 revents: 0,
             };
             owner[n] = i;

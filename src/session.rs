@@ -568,7 +568,7 @@ impl<W: Wire> Session<W> {
         };
         // No complete frame buffered and nothing in the socket: the read could only say
         // WouldBlock.
-        if ws.rx.starved() && ws.get_ref().nothing_to_read() {
+        if ws.get_ref().nothing_to_read() && ws.rx.needs_read() {
             self.maybe_buffered = false;
             return self.check_timers();
         }
@@ -838,7 +838,9 @@ impl<W: Wire> Session<W> {
                 }
             }
         }
-        self.note_pending();
+        // The stall clock starts only if the flush that follows (`send`) leaves output behind:
+        // a send the socket takes at once reads no clock.
+        self.pending_out = true;
         Ok(false)
     }
 
@@ -1062,7 +1064,7 @@ fn to_frame(out: Outgoing) -> Result<(Kind, Bytes), SendFailure> {
     };
     Ok(match out {
         Outgoing::Text(v) => {
-            if std::str::from_utf8(&v).is_err() {
+            if !crate::utf8::is_utf8(&v) {
                 return Err(SendFailure::InvalidUtf8);
             }
             (Kind::Text, v)

@@ -36,7 +36,13 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     loop {
         // Round up so a 0.4 ms wait does not become a busy 0 ms poll.
         let ms = left.map_or(-1, |l| {
-            l.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            // In u64 (as_millis is a u128 division): secs * 1000 fits, as any Duration's does
+            // up to 584 million years, and the result is capped at i32::MAX anyway.
+            let ms = l
+                .as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(l.subsec_nanos().div_ceil(1_000_000)));
+            ms.min(i32::MAX as u64) as libc::c_int
         });
         // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call's duration.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };

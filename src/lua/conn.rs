@@ -22,6 +22,8 @@ pub struct Conn {
     pub label: String,
     /// How many `wsreceive` calls on this conn are running (handlers may call it again).
     pub depth: std::cell::Cell<u8>,
+    /// Clears the raw functions' cache of this conn when it goes.
+    pub seen: super::seen::Seen,
 }
 
 impl Conn {

@@ -17,9 +17,10 @@ use std::ffi::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use mlua::{AnyUserData, Function, LightUserData, Lua, Table, ffi};
+use mlua::{AnyUserData, Function, LightUserData, Lua, Table, Value, ffi};
 
 use super::conn::Conn;
+use super::seen::Last;
 use crate::error::Error;
 use crate::poll::{FEW, PollInfo, wait_few};
 use crate::session::{Event, Outgoing};
@@ -29,15 +30,96 @@ static CONN_MT: u8 = 0;
 
 /// The user value (mlua numbers them; 1 is the handlers table) that holds the `Conn` address.
 const SLOT: usize = 2;
+/// The user values that hold the message handler and the handler_args table (or nil): read
+/// by index per receive, not by name from the handlers table (a name is interned per lookup).
+const HANDLER: usize = 3;
+const ARGS: usize = 4;
+/// The user value that keeps the `Last` a conn may be cached in alive as long as the conn.
+const CACHE: usize = 5;
+
+/// Its address is the registry key of the module's `Last`.
+static LAST: u8 = 0;
 
 /// What a panic inside a raw call becomes (mlua's wrapper reported panics as errors too).
 const PANIC_TEXT: &str = "luws: internal error (a Rust panic; the call did nothing more)";
+
+/// The Lua C calls of the hot path as the C API has them. mlua-sys's portable versions add a
+/// `lua_type` after a get and a `lua_tostring` after a push under Lua 5.1 and 5.2, which the
+/// hot path never looks at.
+mod raw {
+    use std::ffi::{c_char, c_int};
+
+    use mlua::ffi;
+
+    /// Pushes `t[n]` of the table at `idx`.
+    ///
+    /// SAFETY (all three): `l` is the running state with a free stack slot; `idx` is valid.
+    #[inline(always)]
+    pub unsafe fn rawgeti(l: *mut ffi::lua_State, idx: c_int, n: c_int) {
+        // SAFETY: see above.
+        unsafe {
+            #[cfg(any(feature = "lua51", feature = "luajit", feature = "lua52"))]
+            ffi::lua_rawgeti_(l, idx, n);
+            #[cfg(not(any(feature = "lua51", feature = "luajit", feature = "lua52")))]
+            ffi::lua_rawgeti(l, idx, ffi::lua_Integer::from(n));
+        }
+    }
+
+    /// Pushes a copy of `len` bytes at `s` as a string.
+    #[inline(always)]
+    pub unsafe fn pushlstring(l: *mut ffi::lua_State, s: *const c_char, len: usize) {
+        // SAFETY: see above; `s` points to `len` readable bytes (Lua copies them).
+        unsafe {
+            #[cfg(any(feature = "lua51", feature = "luajit", feature = "lua52"))]
+            ffi::lua_pushlstring_(l, s, len);
+            #[cfg(not(any(feature = "lua51", feature = "luajit", feature = "lua52")))]
+            ffi::lua_pushlstring(l, s, len);
+        }
+    }
+
+    /// Pushes the user value (mlua's table of user values) of the userdata at `idx`.
+    #[inline(always)]
+    pub unsafe fn getuservalue(l: *mut ffi::lua_State, idx: c_int) {
+        // SAFETY: see above.
+        unsafe {
+            #[cfg(any(feature = "lua51", feature = "luajit"))]
+            ffi::lua_getfenv(l, idx);
+            #[cfg(feature = "lua52")]
+            ffi::lua_getuservalue_(l, idx);
+            #[cfg(feature = "lua53")]
+            ffi::lua_getuservalue(l, idx);
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
+            ffi::lua_getiuservalue(l, idx, 1);
+        }
+    }
+}
 
 /// Makes a new conn reachable from the raw functions: its address in its user values, and the
 /// conn metatable in the registry.
 pub fn note_conn(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
     let ptr: *const Conn = &*ud.borrow::<Conn>()?;
     ud.set_nth_user_value(SLOT, LightUserData(ptr as *mut c_void))?;
+    let handlers: Table = ud.user_value()?;
+    ud.set_nth_user_value(HANDLER, handlers.raw_get::<Value>("handler")?)?;
+    ud.set_nth_user_value(ARGS, handlers.raw_get::<Value>("handler_args")?)?;
+    // SAFETY: inside mlua's protected call with the userdata pushed as the one argument; the
+    // registry's `Last` (pushed by lua_rawgetp) is stored as user value CACHE, then popped.
+    unsafe {
+        lua.exec_raw::<()>(ud, |l| {
+            ffi::lua_rawgetp(
+                l,
+                ffi::LUA_REGISTRYINDEX,
+                &LAST as *const u8 as *const c_void,
+            );
+            let last = ffi::lua_touserdata(l, -1) as *const Last;
+            if !last.is_null() {
+                raw::getuservalue(l, -2);
+                ffi::lua_pushvalue(l, -2);
+                ffi::lua_rawseti(l, -2, CACHE as ffi::lua_Integer);
+                (*ptr).seen.link(last);
+            }
+        })?;
+    }
     // SAFETY: inside mlua's protected call, with the userdata pushed as the one argument;
     // lua_getmetatable pushes its metatable (a conn always has one) and lua_rawsetp pops it
     // into the registry.
@@ -57,6 +139,19 @@ fn key() -> *const c_void {
 /// Installs the raw versions in `t` (module table) and `methods`, each around the mlua
 /// function it replaces (kept unwrapped: errors are made plain here).
 pub fn install(lua: &Lua, t: &Table, methods: &Table, slow: Slow) -> mlua::Result<()> {
+    // SAFETY: inside mlua's protected call; lua_newuserdata's block (aligned for any type) is
+    // initialised before anything can read it, and lua_rawsetp pops it into the registry.
+    unsafe {
+        lua.exec_raw::<()>((), |l| {
+            let p = ffi::lua_newuserdata(l, std::mem::size_of::<Last>()) as *mut Last;
+            p.write(Last::new());
+            ffi::lua_rawsetp(
+                l,
+                ffi::LUA_REGISTRYINDEX,
+                &LAST as *const u8 as *const c_void,
+            );
+        })?;
+    }
     t.raw_set("wsreceive", closure(lua, wsreceive, slow.wsreceive)?)?;
     methods.raw_set("receive", closure(lua, receive, slow.receive)?)?;
     methods.raw_set("getfd", closure(lua, getfd, slow.getfd)?)?;
@@ -95,14 +190,20 @@ pub struct Slow {
 static REST: u8 = 0;
 
 /// A raw function as a C closure: upvalue 1 is the mlua version, upvalue 2 the conn metatable
-/// once `conn_at` has found it (nil until then).
+/// once `conn_at` has found it (nil until then), upvalue 3 the module's `Last`.
 fn closure(lua: &Lua, f: ffi::lua_CFunction, slow: Function) -> mlua::Result<Function> {
-    // SAFETY: inside mlua's protected call with `slow` pushed; lua_pushcclosure pops it and
-    // the nil as the closure's upvalues and pushes the closure, the call's one result.
+    // SAFETY: inside mlua's protected call with `slow` pushed; lua_pushcclosure pops it, the
+    // nil and the `Last` (from the registry, where `install` put it) as the closure's
+    // upvalues and pushes the closure, the call's one result.
     unsafe {
         lua.exec_raw::<Function>(slow, |l| {
             ffi::lua_pushnil(l);
-            ffi::lua_pushcclosure(l, f, 2);
+            ffi::lua_rawgetp(
+                l,
+                ffi::LUA_REGISTRYINDEX,
+                &LAST as *const u8 as *const c_void,
+            );
+            ffi::lua_pushcclosure(l, f, 3);
         })
     }
 }
@@ -112,7 +213,33 @@ fn closure(lua: &Lua, f: ffi::lua_CFunction, slow: Function) -> mlua::Result<Fun
 /// SAFETY (callers): `l` is the running state, inside a closure made by `closure`; the returned reference is valid while the
 /// value stays on the stack (a conn on the stack cannot be collected; mlua replaces the
 /// metatable of a destroyed one, so the check below fails for it).
+#[inline]
 unsafe fn conn_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a Conn> {
+    // SAFETY: upvalue 3 is the module's `Last` (`closure`); see `seen::Last` for why its entry
+    // is never stale.
+    unsafe {
+        let last = ffi::lua_touserdata(l, ffi::lua_upvalueindex(3)) as *const Last;
+        let block = ffi::lua_touserdata(l, idx) as *const c_void;
+        if let Some(last) = last.as_ref() {
+            // (A light userdata with the block's address would pass too, and stand for that
+            // conn, which is alive: harmless, so its type is not looked at.)
+            if !block.is_null() && block == last.block.get() {
+                return (last.conn.get() as *const Conn).as_ref();
+            }
+        }
+        let conn = identify(l, idx)?;
+        if let Some(last) = last.as_ref() {
+            last.enter(block, (conn as *const Conn).cast(), &conn.seen);
+        }
+        Some(conn)
+    }
+}
+
+/// `conn_at` without the cache: the metatable, then the `Conn` address in the user values.
+///
+/// SAFETY (callers): as `conn_at`.
+#[inline(never)]
+unsafe fn identify<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a Conn> {
     // SAFETY: plain stack reads and raw gets on tables; each push is popped before returning.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(l, idx) == 0 {
@@ -133,11 +260,13 @@ unsafe fn conn_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a Conn> {
                 return None;
             }
         }
-        if ffi::lua_getuservalue(l, idx) != ffi::LUA_TTABLE {
+        // Every conn has its table of user values (unless the debug library replaced it).
+        raw::getuservalue(l, idx);
+        if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, -2);
             return None;
         }
-        ffi::lua_rawgeti(l, -1, SLOT as ffi::lua_Integer);
+        raw::rawgeti(l, -1, SLOT as c_int);
         let p = ffi::lua_touserdata(l, -1) as *const Conn;
         ffi::lua_settop(l, -3);
         // The address was taken from the userdata's own `Conn` (`note_conn`), which lives as
@@ -472,7 +601,8 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
                 if t < 0.0 {
                     None
                 } else if t.is_finite() {
-                    Some(Duration::from_secs_f64(t.min(1e9)))
+                    // 0 <= t <= 1e9 s, so the nanoseconds fit (and no range check is needed).
+                    Some(Duration::from_nanos((t.min(1e9) * 1e9) as u64))
                 } else {
                     return misuse(l, 2, "wait", "finite number expected".to_string());
                 }
@@ -488,14 +618,19 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
         let mut n = 0usize;
         loop {
             // `sequence_values` (the mlua version) also stops at the first nil.
-            if ffi::lua_rawgeti(l, 1, (n + 1) as ffi::lua_Integer) == ffi::LUA_TNIL {
+            raw::rawgeti(l, 1, n as c_int + 1);
+            let at = ffi::lua_gettop(l);
+            let kind = ffi::lua_type(l, at);
+            if kind == ffi::LUA_TNIL {
                 ffi::lua_settop(l, -2);
                 break;
             }
-            let at = ffi::lua_gettop(l);
             let conn = conn_at(l, at);
-            let kind = ffi::lua_type(l, at);
-            let got = type_name(l, at);
+            let got = if conn.is_none() {
+                type_name(l, at)
+            } else {
+                None
+            };
             ffi::lua_settop(l, -2);
             let conn = match conn {
                 Some(c) if n < WAIT_MAX => c,
@@ -517,7 +652,7 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
             }
             n += 1;
         }
-        let ready = match catch_unwind(AssertUnwindSafe(|| wait_few(&waits, limit))) {
+        let ready = match catch_unwind(AssertUnwindSafe(|| wait_few(&waits[..n], limit))) {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return raise(l, e.to_string()),
             Err(_) => return raise(l, PANIC_TEXT.to_string()),
@@ -528,7 +663,7 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
         for (i, &r) in ready[..n].iter().enumerate() {
             if r {
                 k += 1;
-                ffi::lua_rawgeti(l, 1, (i + 1) as ffi::lua_Integer);
+                raw::rawgeti(l, 1, i as c_int + 1);
                 ffi::lua_rawseti(l, -2, k);
             }
         }
@@ -594,8 +729,8 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     conn.depth.set(1);
     let began_open = conn.session.borrow_mut().begin_receive();
     let mut nbytes = 0usize;
-    // Stack slot of the handler (its handler_args next to it), once looked up.
-    let mut handler: c_int = 0;
+    // The handler and its handler_args on the stack, once looked up.
+    let mut handler: Option<Handler> = None;
     loop {
         let mut call = None;
         let event = {
@@ -607,10 +742,8 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
                 // `finish_call`. The message's bytes are the session's until its next step, so
                 // they are pushed (copied) while it is borrowed; the handler runs after.
                 unsafe {
-                    if handler == 0 {
-                        handler = push_handler(l, base);
-                    }
-                    call = push_call(l, handler, if text { 1 } else { 2 }, s.message());
+                    let h = *handler.get_or_insert_with(|| push_handler(l, base));
+                    call = push_call(l, h, if text { 1 } else { 2 }, s.message());
                 }
             }
             ev
@@ -639,22 +772,30 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     }
 }
 
-/// Pushes the conn's handler and its handler_args (from the handlers table, user value 1;
-/// mlua's wrapper is user value 0's table) and returns the handler's slot, handler_args above
-/// it: looked up once per call, not by name per message. Neither changes after `wsopen`; the
+/// Where `push_handler` put the handler (its handler_args in the next slot), and whether the
+/// handler_args are a table.
+#[derive(Clone, Copy)]
+struct Handler {
+    slot: c_int,
+    args: bool,
+}
+
+/// Pushes the conn's handler and its handler_args (user values `HANDLER` and `ARGS`, copied
+/// there by `note_conn`): looked up once per call. Neither changes after `wsopen`; the
 /// handler_args table's contents are read per message (a handler may change them).
-unsafe fn push_handler(l: *mut ffi::lua_State, base: c_int) -> c_int {
+unsafe fn push_handler(l: *mut ffi::lua_State, base: c_int) -> Handler {
     // SAFETY: the conn at slot 1 has a user-value table (`conn_at` checked it).
     unsafe {
         ffi::lua_settop(l, base);
-        ffi::lua_getuservalue(l, 1);
-        ffi::lua_rawgeti(l, -1, 1);
-        ffi::lua_getfield(l, -1, c"handler".as_ptr());
-        ffi::lua_getfield(l, -2, c"handler_args".as_ptr());
-        ffi::lua_replace(l, base + 2);
+        raw::getuservalue(l, 1);
+        raw::rawgeti(l, base + 1, ARGS as c_int);
+        raw::rawgeti(l, base + 1, HANDLER as c_int);
+        // The handler replaces the user-value table: handler, then handler_args.
         ffi::lua_replace(l, base + 1);
-        ffi::lua_settop(l, base + 2);
-        base + 1
+        Handler {
+            slot: base + 1,
+            args: ffi::lua_type(l, base + 2) == ffi::LUA_TTABLE,
+        }
     }
 }
 
@@ -669,15 +810,15 @@ struct Call {
 /// slot is `handler`, its handler_args table next to it); `None` when the stack has no room.
 unsafe fn push_call(
     l: *mut ffi::lua_State,
-    handler: c_int,
+    handler: Handler,
     opcode: i64,
     data: &[u8],
 ) -> Option<Call> {
     // SAFETY: every push is counted against lua_checkstack.
     unsafe {
         let top = ffi::lua_gettop(l);
-        let args = handler + 1;
-        let n = if ffi::lua_type(l, args) == ffi::LUA_TTABLE {
+        let args = handler.slot + 1;
+        let n = if handler.args {
             ffi::lua_rawlen(l, args) as c_int
         } else {
             0
@@ -685,12 +826,12 @@ unsafe fn push_call(
         if n > 0 && ffi::lua_checkstack(l, n + 4) == 0 {
             return None;
         }
-        ffi::lua_pushvalue(l, handler);
+        ffi::lua_pushvalue(l, handler.slot);
         ffi::lua_pushvalue(l, 1);
         push_int(l, opcode);
-        ffi::lua_pushlstring(l, data.as_ptr().cast(), data.len());
+        raw::pushlstring(l, data.as_ptr().cast(), data.len());
         for i in 1..=n {
-            ffi::lua_rawgeti(l, args, ffi::lua_Integer::from(i));
+            raw::rawgeti(l, args, i);
         }
         Some(Call { top, nargs: 3 + n })
     }
@@ -757,5 +898,71 @@ unsafe fn hand_over(l: *mut ffi::lua_State, began_open: bool, nbytes: usize) -> 
             return Done::Raised(error_text(l));
         }
         Done::Handed(ffi::lua_gettop(l) - before)
+    }
+}
+
+#[cfg(all(test, feature = "vendored"))]
+mod tests {
+    use super::*;
+
+    /// A WebSocket echo server for one connection.
+    fn echo_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut ws = tungstenite::accept(stream).unwrap();
+            while let Ok(msg) = ws.read() {
+                if msg.is_text() && ws.send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+        port
+    }
+
+    /// The module's `Last`: (block, conn) as addresses.
+    fn last(lua: &Lua) -> (usize, usize) {
+        // SAFETY: the registry holds the `Last` `install` made; it is read, then popped.
+        unsafe {
+            lua.exec_raw::<(usize, usize)>((), |l| {
+                ffi::lua_rawgetp(
+                    l,
+                    ffi::LUA_REGISTRYINDEX,
+                    &LAST as *const u8 as *const c_void,
+                );
+                let p = &*(ffi::lua_touserdata(l, -1) as *const Last);
+                let (b, c) = (p.block.get() as usize, p.conn.get() as usize);
+                ffi::lua_settop(l, -2);
+                ffi::lua_pushinteger(l, b as ffi::lua_Integer);
+                ffi::lua_pushinteger(l, c as ffi::lua_Integer);
+            })
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn the_conn_seen_last_is_forgotten_when_it_is_collected() {
+        let lua = Lua::new();
+        lua.globals()
+            .set("luws", crate::exports(&lua).unwrap())
+            .unwrap();
+        let port = echo_server();
+        lua.load(format!(
+            r#"conn = assert(luws.wsopen("ws://127.0.0.1:{port}/", function() end))
+               assert(luws.wssend(conn, 1, "hello"))"#
+        ))
+        .exec()
+        .unwrap();
+        let (block, conn) = last(&lua);
+        assert_ne!(block, 0, "a hot call caches the conn it saw");
+        let ud: AnyUserData = lua.globals().get("conn").unwrap();
+        assert_eq!(conn, &*ud.borrow::<Conn>().unwrap() as *const Conn as usize);
+        drop(ud);
+        lua.load("conn = nil; collectgarbage(); collectgarbage()")
+            .exec()
+            .unwrap();
+        // Its memory may now hold another conn: the entry must not point there.
+        assert_eq!(last(&lua), (0, 0));
     }
 }

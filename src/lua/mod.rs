@@ -7,6 +7,7 @@ mod fast;
 mod log;
 mod luws_api;
 mod options;
+mod seen;
 mod vera_api;
 mod vera_loop;
 mod vera_socket;
