@@ -307,6 +307,19 @@ unsafe fn called_as_method(l: *mut ffi::lua_State) -> bool {
     }
 }
 
+/// For a call whose argument 1 is not a conn: nil or false go to the mlua version (LuWS
+/// answers "not connected" for them); anything else is misuse (`not_a_conn`).
+unsafe fn nil_or_not_a_conn(l: *mut ffi::lua_State, func: &'static str) -> c_int {
+    // SAFETY: the caller is a raw function on `l`; `slow` and `not_a_conn` are its last act.
+    unsafe {
+        match ffi::lua_type(l, 1) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL => slow(l),
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) == 0 => slow(l),
+            _ => not_a_conn(l, func),
+        }
+    }
+}
+
 /// Raises a misuse error about argument 1 not being a conn, in the words of `conn::this`
 /// through `args::api`; or hands the call to the mlua version for a type it names otherwise.
 unsafe fn not_a_conn(l: *mut ffi::lua_State, func: &'static str) -> c_int {
@@ -444,14 +457,9 @@ unsafe extern "C-unwind" fn dirty(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn wsreceive(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as in `getfd`.
     unsafe {
-        match ffi::lua_type(l, 1) {
-            ffi::LUA_TNONE | ffi::LUA_TNIL => return slow(l),
-            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) == 0 => return slow(l),
-            _ => {}
-        }
         match conn_at(l, 1) {
             Some(conn) => receive_on(l, conn),
-            None => not_a_conn(l, "wsreceive"),
+            None => nil_or_not_a_conn(l, "wsreceive"),
         }
     }
 }
@@ -471,14 +479,9 @@ unsafe extern "C-unwind" fn receive(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn wssend(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as in `getfd`.
     unsafe {
-        match ffi::lua_type(l, 1) {
-            ffi::LUA_TNONE | ffi::LUA_TNIL => return slow(l),
-            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) == 0 => return slow(l),
-            _ => {}
-        }
         match conn_at(l, 1) {
             Some(conn) => send_on(l, conn, "wssend"),
-            None => not_a_conn(l, "wssend"),
+            None => nil_or_not_a_conn(l, "wssend"),
         }
     }
 }
@@ -615,27 +618,25 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
             }
         };
         let mut waits: [Option<PollInfo>; WAIT_MAX] = [None; WAIT_MAX];
+        // `sequence_values` (the mlua version) stops at the first nil; t[#t + 1] is nil (#t
+        // is a border), so reading up to #t and stopping at a nil is the same walk.
+        let len = ffi::lua_rawlen(l, 1);
         let mut n = 0usize;
-        loop {
-            // `sequence_values` (the mlua version) also stops at the first nil.
+        while n < len {
             raw::rawgeti(l, 1, n as c_int + 1);
             let at = ffi::lua_gettop(l);
-            let kind = ffi::lua_type(l, at);
-            if kind == ffi::LUA_TNIL {
-                ffi::lua_settop(l, -2);
-                break;
-            }
             let conn = conn_at(l, at);
-            let got = if conn.is_none() {
-                type_name(l, at)
-            } else {
-                None
+            let (kind, got) = match conn {
+                Some(_) => (ffi::LUA_TUSERDATA, None),
+                None => (ffi::lua_type(l, at), type_name(l, at)),
             };
             ffi::lua_settop(l, -2);
             let conn = match conn {
                 Some(c) if n < WAIT_MAX => c,
-                // Vera sockets (and other userdata: the mlua version names them), long lists.
+                // Longer lists.
                 Some(_) => return slow(l),
+                None if kind == ffi::LUA_TNIL => break,
+                // Vera sockets (and other userdata: the mlua version names them).
                 None if kind == ffi::LUA_TUSERDATA => return slow(l),
                 None => {
                     let Some(got) = got else {
