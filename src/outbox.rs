@@ -43,30 +43,32 @@ pub struct Compression {
 }
 
 /// Mask keys (RFC 6455 §5.3: unpredictable), drawn from the system's generator a pool at a
-/// time, so that a frame pays for four bytes of a buffer rather than a generator call.
+/// time, so that a frame pays for four bytes of a buffer rather than a generator call. The
+/// pool is allocated at the first frame: an idle connection does not carry it.
 struct MaskKeys {
-    pool: [u8; 128],
+    pool: Option<Box<[u8; 128]>>,
     used: usize,
 }
 
 impl MaskKeys {
     fn new() -> MaskKeys {
         MaskKeys {
-            pool: [0; 128],
+            pool: None,
             used: 128,
         }
     }
 
     fn next(&mut self) -> [u8; 4] {
-        if self.used + 4 > self.pool.len() {
+        let pool = self.pool.get_or_insert_with(|| Box::new([0; 128]));
+        if self.used + 4 > pool.len() {
             // getrandom(2) fails only where the system has no generator at all (or forbids
             // it); the thread's ChaCha generator, seeded once, stands in then.
-            if getrandom::fill(&mut self.pool).is_err() {
-                rand::fill(&mut self.pool);
+            if getrandom::fill(&mut pool[..]).is_err() {
+                rand::fill(&mut pool[..]);
             }
             self.used = 0;
         }
-        let k = &self.pool[self.used..self.used + 4];
+        let k = &pool[self.used..self.used + 4];
         self.used += 4;
         [k[0], k[1], k[2], k[3]]
     }

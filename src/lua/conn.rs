@@ -17,7 +17,7 @@ use crate::session::Session;
 pub struct Conn {
     pub session: RefCell<Session>,
     /// With `reconnect`: the spec to reopen, the backoff, the outage in progress.
-    pub revival: RefCell<Option<Revival>>,
+    pub revival: RefCell<Option<Box<Revival>>>,
     /// `host:port`, for `tostring(conn)`.
     pub label: String,
     /// How many `wsreceive` calls on this conn are running (handlers may call it again).

@@ -17,7 +17,7 @@ use std::ffi::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use mlua::{AnyUserData, Function, LightUserData, Lua, Table, Value, ffi};
+use mlua::{AnyUserData, Function, Lua, Table, ffi};
 
 use super::conn::Conn;
 use super::seen::Last;
@@ -30,12 +30,14 @@ static CONN_MT: u8 = 0;
 
 /// The user value (mlua numbers them; 1 is the handlers table) that holds the `Conn` address.
 const SLOT: usize = 2;
+/// The user value that keeps the `Last` a conn may be entered in alive as long as the conn
+/// (`seen::Last`).
+const CACHE: usize = 3;
 /// The user values that hold the message handler and the handler_args table (or nil): read
 /// by index per receive, not by name from the handlers table (a name is interned per lookup).
-const HANDLER: usize = 3;
-const ARGS: usize = 4;
-/// The user value that keeps the `Last` a conn may be cached in alive as long as the conn.
-const CACHE: usize = 5;
+/// The handler_args come last, so that without them the table has an array part only.
+const HANDLER: usize = 4;
+const ARGS: usize = 5;
 
 /// Its address is the registry key of the module's `Last`.
 static LAST: u8 = 0;
@@ -77,6 +79,21 @@ mod raw {
         }
     }
 
+    /// Pops a table and makes it the user value (mlua's table of user values) of the
+    /// userdata at `idx`.
+    #[inline(always)]
+    pub unsafe fn setuservalue(l: *mut ffi::lua_State, idx: c_int) {
+        // SAFETY: see above; a table is on top.
+        unsafe {
+            #[cfg(any(feature = "lua51", feature = "luajit"))]
+            ffi::lua_setfenv(l, idx);
+            #[cfg(any(feature = "lua52", feature = "lua53"))]
+            ffi::lua_setuservalue(l, idx);
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
+            ffi::lua_setiuservalue(l, idx, 1);
+        }
+    }
+
     /// Pushes the user value (mlua's table of user values) of the userdata at `idx`.
     #[inline(always)]
     pub unsafe fn getuservalue(l: *mut ffi::lua_State, idx: c_int) {
@@ -98,14 +115,36 @@ mod raw {
 /// conn metatable in the registry.
 pub fn note_conn(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
     let ptr: *const Conn = &*ud.borrow::<Conn>()?;
-    ud.set_nth_user_value(SLOT, LightUserData(ptr as *mut c_void))?;
-    let handlers: Table = ud.user_value()?;
-    ud.set_nth_user_value(HANDLER, handlers.raw_get::<Value>("handler")?)?;
-    ud.set_nth_user_value(ARGS, handlers.raw_get::<Value>("handler_args")?)?;
-    // SAFETY: inside mlua's protected call with the userdata pushed as the one argument; the
-    // registry's `Last` (pushed by lua_rawgetp) is stored as user value CACHE, then popped.
+    // SAFETY: inside mlua's protected call with the userdata pushed as the one argument. Its
+    // user-value table (mlua's, holding the handlers table at 1: `store_handlers`) is replaced
+    // by one made at its final size, holding the same handlers table, the `Conn` address, the
+    // registry's `Last`, the handler and the handler_args (a table grown one key at a time
+    // costs an idle conn about 140 bytes more). The conn metatable goes into the registry.
+    // Every push is popped or stored.
     unsafe {
         lua.exec_raw::<()>(ud, |l| {
+            let ud = ffi::lua_gettop(l);
+            raw::getuservalue(l, ud);
+            if ffi::lua_type(l, ud + 1) != ffi::LUA_TTABLE {
+                ffi::lua_settop(l, ud);
+                return;
+            }
+            raw::rawgeti(l, ud + 1, 1);
+            let handlers = ud + 2;
+            ffi::lua_pushstring(l, c"handler_args".as_ptr());
+            ffi::lua_rawget(l, handlers);
+            let args = ud + 3;
+            let slots = if ffi::lua_type(l, args) == ffi::LUA_TNIL {
+                ARGS - 1
+            } else {
+                ARGS
+            };
+            ffi::lua_createtable(l, slots as c_int, 0);
+            let t = ud + 4;
+            ffi::lua_pushvalue(l, handlers);
+            ffi::lua_rawseti(l, t, 1);
+            ffi::lua_pushlightuserdata(l, ptr as *mut c_void);
+            ffi::lua_rawseti(l, t, SLOT as ffi::lua_Integer);
             ffi::lua_rawgetp(
                 l,
                 ffi::LUA_REGISTRYINDEX,
@@ -113,21 +152,19 @@ pub fn note_conn(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
             );
             let last = ffi::lua_touserdata(l, -1) as *const Last;
             if !last.is_null() {
-                raw::getuservalue(l, -2);
-                ffi::lua_pushvalue(l, -2);
-                ffi::lua_rawseti(l, -2, CACHE as ffi::lua_Integer);
                 (*ptr).seen.link(last);
             }
-        })?;
-    }
-    // SAFETY: inside mlua's protected call, with the userdata pushed as the one argument;
-    // lua_getmetatable pushes its metatable (a conn always has one) and lua_rawsetp pops it
-    // into the registry.
-    unsafe {
-        lua.exec_raw::<()>(ud, |l| {
-            if ffi::lua_getmetatable(l, -1) != 0 {
+            ffi::lua_rawseti(l, t, CACHE as ffi::lua_Integer);
+            ffi::lua_pushstring(l, c"handler".as_ptr());
+            ffi::lua_rawget(l, handlers);
+            ffi::lua_rawseti(l, t, HANDLER as ffi::lua_Integer);
+            ffi::lua_pushvalue(l, args);
+            ffi::lua_rawseti(l, t, ARGS as ffi::lua_Integer);
+            raw::setuservalue(l, ud);
+            if ffi::lua_getmetatable(l, ud) != 0 {
                 ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, key());
             }
+            ffi::lua_settop(l, ud);
         })
     }
 }

@@ -270,7 +270,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
     let revival = spec
         .reconnect
         .clone()
-        .map(|policy| Revival::new(spec.clone(), policy));
+        .map(|policy| Box::new(Revival::new(spec.clone(), policy)));
     let session = match open_blocking(spec, tcp) {
         Ok(s) => s,
         Err(e) => return failed(e),

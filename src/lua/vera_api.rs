@@ -237,7 +237,7 @@ fn connect(lua: &Lua, ud: AnyUserData) -> mlua::Result<()> {
     let next = match prev {
         State::Created(Ok(spec)) => {
             if let Some(policy) = spec.reconnect.clone() {
-                *this.revival.borrow_mut() = Some(Revival::new((*spec).clone(), policy));
+                *this.revival.borrow_mut() = Some(Box::new(Revival::new((*spec).clone(), policy)));
             }
             State::Connecting(Box::new(Connecting::start(*spec, None)))
         }

@@ -38,7 +38,7 @@ pub struct VeraSocket {
     pub(super) url: String,
     pub(super) state: RefCell<State>,
     /// With `reconnect`: the spec to reopen, the backoff, the outage in progress.
-    pub(super) revival: RefCell<Option<crate::reconnect::Revival>>,
+    pub(super) revival: RefCell<Option<Box<crate::reconnect::Revival>>>,
 }
 
 impl VeraSocket {
