@@ -418,10 +418,19 @@ fn read_header(b: &[u8]) -> Option<(FrameHeader, usize, u64)> {
         rsv1: first & 0x40 != 0,
         rsv2: first & 0x20 != 0,
         rsv3: first & 0x10 != 0,
-        opcode: OpCode::from(first & 0x0F),
+        opcode: opcode(first & 0x0F),
         mask,
     };
     Some((header, head, len))
+}
+
+/// tungstenite's `OpCode::from`, with the data opcodes (nearly every frame) tested first.
+fn opcode(bits: u8) -> OpCode {
+    match bits {
+        1 => OpCode::Data(Data::Text),
+        2 => OpCode::Data(Data::Binary),
+        _ => OpCode::from(bits),
+    }
 }
 
 fn inflate_fault(e: InflateError) -> Fault {

@@ -46,17 +46,9 @@ pub fn wait_few(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Resu
     let items = &items[..items.len().min(FEW)];
     let n = items.len();
     let mut ready = [false; FEW];
-    // The wait of a loop on one connection with nothing buffered and no timer: one poll(2)
-    // on its descriptor, as `wait_into` would make it (the hot `luws.wait`).
     if let [Some(p)] = items {
-        if p.fd >= 0 && !p.dirty && p.due.is_none() {
-            let mut fd = [libc::pollfd {
-                fd: p.fd,
-                events: events(p.interest),
-                revents: 0,
-            }];
-            poll(&mut fd, limit)?;
-            ready[0] = fd[0].revents != 0;
+        if let Some(r) = poll_plain(p, limit) {
+            ready[0] = r?;
             return Ok(ready);
         }
     }
@@ -70,6 +62,28 @@ pub fn wait_few(items: &[Option<PollInfo>], limit: Option<Duration>) -> io::Resu
         &mut ready[..n],
     )?;
     Ok(ready)
+}
+
+/// `wait_few` for one item: whether it is ready.
+pub fn wait_one(item: Option<PollInfo>, limit: Option<Duration>) -> io::Result<bool> {
+    match item.as_ref().and_then(|p| poll_plain(p, limit)) {
+        Some(r) => r,
+        None => Ok(wait_few(&[item], limit)?[0]),
+    }
+}
+
+/// The wait of a loop on one connection with nothing buffered and no timer: one poll(2) on
+/// its descriptor, as `wait_into` would make it (the hot `luws.wait`). `None` for any other.
+fn poll_plain(p: &PollInfo, limit: Option<Duration>) -> Option<io::Result<bool>> {
+    if p.fd < 0 || p.dirty || p.due.is_some() {
+        return None;
+    }
+    let mut fd = [libc::pollfd {
+        fd: p.fd,
+        events: events(p.interest),
+        revents: 0,
+    }];
+    Some(poll(&mut fd, limit).map(|_| fd[0].revents != 0))
 }
 
 fn events(interest: Interest) -> libc::c_short {
@@ -217,5 +231,26 @@ mod tests {
         );
         std::io::Write::write_all(&mut b, b"x").unwrap();
         assert!(wait_few(&items, None).unwrap()[1]);
+    }
+
+    #[test]
+    fn one_waits_as_many_do() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let p = PollInfo {
+            fd: a.as_raw_fd(),
+            interest: Interest::Read,
+            dirty: false,
+            due: None,
+        };
+        let soon = Some(Duration::from_millis(20));
+        assert!(!wait_one(Some(p), soon).unwrap());
+        // Buffered data and a due timer are ready without a readable socket; nothing to wait
+        // for waits out the limit.
+        assert!(wait_one(Some(PollInfo { dirty: true, ..p }), None).unwrap());
+        let due = Some(Instant::now());
+        assert!(wait_one(Some(PollInfo { fd: -1, due, ..p }), None).unwrap());
+        assert!(!wait_one(None, soon).unwrap());
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        assert!(wait_one(Some(p), None).unwrap());
     }
 }

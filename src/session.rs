@@ -415,16 +415,21 @@ impl<W: Wire> Session<W> {
     /// What an owner that polls waits for while the application uses the connection: its
     /// socket and timers (nothing once the application was told of the end).
     pub fn poll_info(&self) -> Option<crate::poll::PollInfo> {
-        let fd = self.raw_fd();
+        // `raw_fd`, `wants_write`, `dirty` and `next_deadline` with one look at the link (the
+        // hot `luws.wait` asks this every time).
+        let (Link::Open(ws) | Link::Closing(ws)) = &self.link else {
+            return None;
+        };
+        let fd = ws.get_ref().wire().raw_fd();
         (fd >= 0).then(|| crate::poll::PollInfo {
             fd,
-            interest: if self.wants_write() {
+            interest: if self.pending_out {
                 Interest::Write
             } else {
                 Interest::Read
             },
-            dirty: self.dirty(),
-            due: self.next_deadline(),
+            dirty: self.maybe_buffered,
+            due: self.timer_deadline(),
         })
     }
 
@@ -463,6 +468,11 @@ impl<W: Wire> Session<W> {
         if !self.is_connected() {
             return None;
         }
+        self.timer_deadline()
+    }
+
+    /// `next_deadline` of a connected session.
+    fn timer_deadline(&self) -> Option<Instant> {
         let timeout = self.config.receive_timeout.map(|t| self.last_activity + t);
         let keepalive = self.config.keepalive.map(|k| match self.ping_sent {
             Some(sent) => sent + k,
@@ -550,7 +560,17 @@ impl<W: Wire> Session<W> {
     }
 
     /// The next thing that happened on the connection, without blocking.
+    #[inline]
     pub fn next_event(&mut self) -> Event {
+        // The usual case goes straight to the read: nothing given back, nothing to write.
+        if self.unread.is_none() && !self.pending_out && self.is_connected() {
+            return self.read_step();
+        }
+        self.step()
+    }
+
+    /// `next_event`'s every case.
+    fn step(&mut self) -> Event {
         // (Tested before it is taken: moving the large Option out costs every call.)
         if self.unread.is_some() {
             if let Some(ev) = self.unread.take() {
@@ -562,6 +582,11 @@ impl<W: Wire> Session<W> {
                 return Event::Failed(e);
             }
         }
+        self.read_step()
+    }
+
+    /// `next_event` once what was given back and what waited to be written are dealt with.
+    fn read_step(&mut self) -> Event {
         let Some(ws) = self.link.ws() else {
             self.progress_drain();
             return Event::Ended(self.ending_error());
@@ -816,6 +841,44 @@ impl<W: Wire> Session<W> {
             }
         }
         self.flush_for(wait)
+    }
+
+    /// `send` of a Text (`text`) or Binary message from borrowed bytes: the same checks,
+    /// answers and waits. With nothing queued before it (a loop whose socket keeps up) it is
+    /// formatted straight from `data`; otherwise it is copied and queued as `send` queues it.
+    pub fn send_data(&mut self, text: bool, data: &[u8]) -> Result<(), Error> {
+        let direct = !self.pending_out && matches!(&self.link, Link::Open(ws) if !ws.close_sent);
+        if !direct {
+            let bytes = Bytes::copy_from_slice(data);
+            return self.send(if text {
+                Outgoing::Text(bytes)
+            } else {
+                Outgoing::Binary(bytes)
+            });
+        }
+        if text && !crate::utf8::is_utf8(data) {
+            return Err(Error::Send(SendFailure::InvalidUtf8));
+        }
+        let wait = if self.config.sends_wait {
+            self.config.send_timeout
+        } else {
+            Duration::ZERO
+        };
+        let flushed = self.link.ws().map(|ws| {
+            // Nothing pending: taken whatever its size, as `write_message` takes it.
+            let kind = if text { Kind::Text } else { Kind::Binary };
+            ws.tx.push(kind, data, usize::MAX);
+            ws.flush()
+        });
+        // The first round of `flush_for`, inline: the socket takes it at once (the usual case).
+        match flushed {
+            Some(Ok(Some(()))) => Ok(()),
+            Some(Err(e)) => Err(self.fail_send(e)),
+            _ => {
+                self.pending_out = true;
+                self.flush_for(wait)
+            }
+        }
     }
 
     /// Queues one message. With nothing pending it is taken whatever its size; otherwise the

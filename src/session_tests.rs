@@ -536,3 +536,46 @@ fn frames_that_break_rfc_6455_fail_with_1002_and_say_which_rule() {
         assert!(!s.is_connected(), "{name}");
     }
 }
+
+#[test]
+fn send_data_answers_as_send_does_from_borrowed_bytes() {
+    let config = SessionConfig {
+        sends_wait: false,
+        send_buffer: 4096,
+        ..SessionConfig::default()
+    };
+    let (mut s, wire, _) = open(config);
+    // Straight from the caller's bytes when nothing is queued.
+    s.send_data(true, b"hi").unwrap();
+    s.send_data(false, &[0xff, 0]).unwrap();
+    assert_eq!(
+        written(&wire),
+        vec![(0x81, b"hi".to_vec()), (0x82, vec![0xff, 0])]
+    );
+    assert_eq!(
+        s.send_data(true, &[b'a', 0xff]),
+        Err(Error::Send(SendFailure::InvalidUtf8))
+    );
+    assert!(wire.take_output().is_empty() && s.is_open());
+    // A frame the socket takes only in part: the rest waits, and what follows is copied,
+    // capped, and goes out after it, each frame whole.
+    wire.set_room(Some(5));
+    s.send_data(false, &[7; 10_000]).unwrap();
+    wire.set_room(Some(0));
+    assert_eq!(
+        s.send_data(false, &[8; 100]),
+        Err(Error::Send(SendFailure::BufferFull))
+    );
+    wire.set_room(None);
+    s.send_data(true, b"after").unwrap();
+    let out = written(&wire);
+    assert_eq!(
+        out.iter()
+            .map(|(first, p)| (*first, p.len()))
+            .collect::<Vec<_>>(),
+        vec![(0x82, 10_000), (0x81, 5)]
+    );
+    assert_eq!((out[0].1[9_999], out[1].1.as_slice()), (7, &b"after"[..]));
+    s.begin_close(CloseCode::Normal).unwrap();
+    assert_eq!(s.send_data(true, b"x"), Err(Error::Closing));
+}

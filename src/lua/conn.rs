@@ -22,6 +22,9 @@ pub struct Conn {
     pub label: String,
     /// How many `wsreceive` calls on this conn are running (handlers may call it again).
     pub depth: std::cell::Cell<u8>,
+    /// The handler_args given to `wsopen` are a table (their elements follow each message);
+    /// set once the conn is made reachable from the raw functions (`fast::note_conn`).
+    pub args_table: std::cell::Cell<bool>,
     /// Clears the raw functions' cache of this conn when it goes.
     pub seen: super::seen::Seen,
 }

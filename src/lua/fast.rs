@@ -22,8 +22,8 @@ use mlua::{AnyUserData, Function, Lua, Table, ffi};
 use super::conn::Conn;
 use super::seen::Last;
 use crate::error::Error;
-use crate::poll::{FEW, PollInfo, wait_few};
-use crate::session::{Event, Outgoing};
+use crate::poll::{FEW, PollInfo, wait_few, wait_one};
+use crate::session::Event;
 
 /// Its address is the registry key of the conn metatable.
 static CONN_MT: u8 = 0;
@@ -134,6 +134,9 @@ pub fn note_conn(lua: &Lua, ud: &AnyUserData) -> mlua::Result<()> {
             ffi::lua_pushstring(l, c"handler_args".as_ptr());
             ffi::lua_rawget(l, handlers);
             let args = ud + 3;
+            (*ptr)
+                .args_table
+                .set(ffi::lua_type(l, args) == ffi::LUA_TTABLE);
             let slots = if ffi::lua_type(l, args) == ffi::LUA_TNIL {
                 ARGS - 1
             } else {
@@ -586,18 +589,11 @@ unsafe fn send_on(l: *mut ffi::lua_State, conn: &Conn, func: &'static str) -> c_
             return slow(l);
         }
         // The string stays on the stack (argument 3) for the whole call, and Lua strings never
-        // move. The `Bytes` never outlives the call: a send formats the frame (copying the
-        // payload) and drops the message before `Session::send` returns (as `lua_bytes`).
-        let data: &'static [u8] = std::slice::from_raw_parts(p.cast::<u8>(), len);
+        // move; `send_data` copies what it keeps.
+        let data: &[u8] = std::slice::from_raw_parts(p.cast::<u8>(), len);
         let sent = catch_unwind(AssertUnwindSafe(|| {
-            let bytes = tungstenite::Bytes::from_static(data);
-            let out = if text {
-                Outgoing::Text(bytes)
-            } else {
-                Outgoing::Binary(bytes)
-            };
             let mut s = conn.session.try_borrow_mut().ok()?;
-            Some(s.send(out).map_err(|e| e.to_string()))
+            Some(s.send_data(text, data).map_err(|e| e.to_string()))
         }));
         match sent {
             Ok(Some(Ok(()))) => {
@@ -654,10 +650,34 @@ unsafe extern "C-unwind" fn wait(l: *mut ffi::lua_State) -> c_int {
                 };
             }
         };
-        let mut waits: [Option<PollInfo>; WAIT_MAX] = [None; WAIT_MAX];
         // `sequence_values` (the mlua version) stops at the first nil; t[#t + 1] is nil (#t
         // is a border), so reading up to #t and stopping at a nil is the same walk.
         let len = ffi::lua_rawlen(l, 1);
+        // The loop on one conn, without the list's bookkeeping.
+        if len == 1 {
+            raw::rawgeti(l, 1, 1);
+            let at = ffi::lua_gettop(l);
+            if let Some(conn) = conn_at(l, at) {
+                // The conn stays on the stack (at `at`) for the whole call.
+                let ready = catch_unwind(AssertUnwindSafe(|| wait_one(conn.poll_info(), limit)));
+                return match ready {
+                    Ok(Ok(true)) => {
+                        ffi::lua_createtable(l, 1, 0);
+                        ffi::lua_pushvalue(l, at);
+                        ffi::lua_rawseti(l, -2, 1);
+                        1
+                    }
+                    Ok(Ok(false)) => {
+                        ffi::lua_createtable(l, 0, 0);
+                        1
+                    }
+                    Ok(Err(e)) => raise(l, e.to_string()),
+                    Err(_) => raise(l, PANIC_TEXT.to_string()),
+                };
+            }
+            ffi::lua_settop(l, -2);
+        }
+        let mut waits: [Option<PollInfo>; WAIT_MAX] = [None; WAIT_MAX];
         let mut n = 0usize;
         while n < len {
             raw::rawgeti(l, 1, n as c_int + 1);
@@ -780,7 +800,7 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
                 // `finish_call`. The message's bytes are the session's until its next step, so
                 // they are pushed (copied) while it is borrowed; the handler runs after.
                 unsafe {
-                    let h = *handler.get_or_insert_with(|| push_handler(l, base));
+                    let h = *handler.get_or_insert_with(|| push_handler(l, conn, base));
                     call = push_call(l, h, if text { 1 } else { 2 }, s.message());
                 }
             }
@@ -818,21 +838,20 @@ struct Handler {
     args: bool,
 }
 
-/// Pushes the conn's handler and its handler_args (user values `HANDLER` and `ARGS`, copied
-/// there by `note_conn`): looked up once per call. Neither changes after `wsopen`; the
-/// handler_args table's contents are read per message (a handler may change them).
-unsafe fn push_handler(l: *mut ffi::lua_State, base: c_int) -> Handler {
+/// Pushes the conn's user-value table, its handler and its handler_args (user values
+/// `HANDLER` and `ARGS`, copied there by `note_conn`) above `base`, the stack's top: looked up
+/// once per call. Neither changes after `wsopen`; the handler_args table's contents are read
+/// per message (a handler may change them).
+unsafe fn push_handler(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Handler {
     // SAFETY: the conn at slot 1 has a user-value table (`conn_at` checked it).
     unsafe {
-        ffi::lua_settop(l, base);
+        debug_assert_eq!(ffi::lua_gettop(l), base);
         raw::getuservalue(l, 1);
-        raw::rawgeti(l, base + 1, ARGS as c_int);
         raw::rawgeti(l, base + 1, HANDLER as c_int);
-        // The handler replaces the user-value table: handler, then handler_args.
-        ffi::lua_replace(l, base + 1);
+        raw::rawgeti(l, base + 1, ARGS as c_int);
         Handler {
-            slot: base + 1,
-            args: ffi::lua_type(l, base + 2) == ffi::LUA_TTABLE,
+            slot: base + 2,
+            args: conn.args_table.get(),
         }
     }
 }

@@ -284,6 +284,7 @@ fn wsopen(lua: &Lua, url: Value, handler: Value, opts: Value) -> mlua::Result<Mu
         revival: RefCell::new(revival),
         label,
         depth: std::cell::Cell::new(0),
+        args_table: std::cell::Cell::new(false),
         seen: super::seen::Seen::new(),
     })?;
     conn::store_handlers(
