@@ -790,42 +790,39 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
     // The handler and its handler_args on the stack, once looked up.
     let mut handler: Option<Handler> = None;
     loop {
-        let mut call = None;
-        let event = {
+        // What to do once the session is no longer borrowed (the event itself is not moved
+        // out: it is large and nearly always a message or `Idle`).
+        let next = {
             let mut s = conn.session.borrow_mut();
             let ev = s.next_event();
             nbytes = nbytes.max(s.bytes_read());
-            if let Event::Message { text } = ev {
+            match ev {
                 // SAFETY: pushes within the slots checked by `push_call`, called and popped by
                 // `finish_call`. The message's bytes are the session's until its next step, so
                 // they are pushed (copied) while it is borrowed; the handler runs after.
-                unsafe {
+                Event::Message { text } => unsafe {
                     let h = *handler.get_or_insert_with(|| push_handler(l, conn, base));
-                    call = push_call(l, h, if text { 1 } else { 2 }, s.message());
+                    push_call(l, h, if text { 1 } else { 2 }, s.message())
+                },
+                Event::Idle => return Done::Count(false, nbytes),
+                Event::Paused => return Done::Count(true, nbytes),
+                Event::Ended(e) => {
+                    if began_open && e == Error::NotConnected {
+                        return Done::Count(false, nbytes);
+                    }
+                    return Done::Nil(e.receive_return_text());
+                }
+                other => {
+                    s.unread(other);
+                    drop(s);
+                    // SAFETY: see `hand_over`.
+                    return unsafe { hand_over(l, began_open, nbytes) };
                 }
             }
-            ev
         };
-        match event {
-            Event::Idle => return Done::Count(false, nbytes),
-            Event::Paused => return Done::Count(true, nbytes),
-            Event::Ended(e) => {
-                if began_open && e == Error::NotConnected {
-                    return Done::Count(false, nbytes);
-                }
-                return Done::Nil(e.receive_return_text());
-            }
-            Event::Message { .. } => {
-                if let Some(call) = call {
-                    // SAFETY: the call `push_call` prepared.
-                    unsafe { finish_call(l, call) };
-                }
-            }
-            other => {
-                conn.session.borrow_mut().unread(other);
-                // SAFETY: see `hand_over`.
-                return unsafe { hand_over(l, began_open, nbytes) };
-            }
+        if let Some(call) = next {
+            // SAFETY: the call `push_call` prepared.
+            unsafe { finish_call(l, call) };
         }
     }
 }
