@@ -178,7 +178,10 @@ describe("faults", function()
       local growth = peak - before
       assert.equal(0, wrong)
       assert.is_true(n > 100, "only " .. n .. " messages")
-      assert.is_true(growth < 4096, "RSS grew by " .. growth .. " KiB while flooded")
+      -- Hundreds of MB arrive in the 2 s (1.6 GB on an idle machine): anything kept per
+      -- message would grow RSS by far more than the bound. Growth is typically about 125 KiB; the bound leaves room for the collector's
+      -- lag (Lua 5.4 with another suite running once let 4,380 KiB of strings pile up).
+      assert.is_true(growth < 8192, "RSS grew by " .. growth .. " KiB while flooded")
       local t = H.elapsed(function() luws.wsclose(conn) end)
       assert.is_true(t < 2, "wsclose took " .. t)
       assert_closed(conn)

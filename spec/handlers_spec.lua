@@ -40,6 +40,23 @@ describe("handlers", function()
     luws.wsclose(conn)
   end)
 
+  it("handler_args too many for the Lua stack are a logged handler error, not a lost message", function()
+    local calls, logged = 0, {}
+    _G.luup = { log = function(msg, level) logged[#logged + 1] = msg end }
+    -- Past every Lua's stack limit (LuaJIT and 5.1: 8,000 slots; 5.2 on: 1,000,000).
+    local args = {}
+    for i = 1, 1000001 do args[i] = i end
+    local conn = H.open(echo.url("/"), function() calls = calls + 1 end, { handler_args = args })
+    for _, m in ipairs({ "one", "two" }) do luws.wssend(conn, 1, m) end
+    local ok = H.pump(conn, function() return #logged >= 2 end)
+    _G.luup = nil
+    assert.is_true(ok)
+    assert.equal(0, calls)
+    assert.matches("^luws: message handler error: .*handler_args", logged[1])
+    assert.is_true(luws.wssend(conn, 1, "connection intact"))
+    luws.wsclose(conn)
+  end)
+
   it("may call wssend on its own connection", function()
     local got = {}
     local conn = H.open(echo.url("/"), function(c, op, data)

@@ -820,9 +820,17 @@ unsafe fn events(l: *mut ffi::lua_State, conn: &Conn, base: c_int) -> Done {
                 }
             }
         };
-        if let Some(call) = next {
+        match next {
             // SAFETY: the call `push_call` prepared.
-            unsafe { finish_call(l, call) };
+            Some(call) => unsafe { finish_call(l, call) },
+            // As the mlua path's failed call: logged, and the messages after it still come.
+            // SAFETY: `log_error` leaves the stack as it was.
+            None => unsafe {
+                log_error(
+                    l,
+                    "message handler error: stack overflow (too many handler_args)",
+                )
+            },
         }
     }
 }
