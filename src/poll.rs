@@ -167,15 +167,20 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
-    #[test]
-    fn buffered_data_and_due_timers_are_ready_without_waiting() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let quiet = PollInfo {
-            fd: a.as_raw_fd(),
+    /// Waiting to read `s`, with nothing buffered and no timer.
+    fn quiet(s: &UnixStream) -> PollInfo {
+        PollInfo {
+            fd: s.as_raw_fd(),
             interest: Interest::Read,
             dirty: false,
             due: None,
-        };
+        }
+    }
+
+    #[test]
+    fn buffered_data_and_due_timers_are_ready_without_waiting() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let quiet = quiet(&a);
         let dirty = PollInfo {
             dirty: true,
             ..quiet
@@ -194,12 +199,7 @@ mod tests {
     #[test]
     fn a_readable_descriptor_wakes_and_the_limit_ends_a_quiet_wait() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let p = PollInfo {
-            fd: a.as_raw_fd(),
-            interest: Interest::Read,
-            dirty: false,
-            due: None,
-        };
+        let p = quiet(&a);
         assert!(
             wait_any(&[Some(p)], Some(Duration::from_millis(20)))
                 .unwrap()
@@ -212,12 +212,7 @@ mod tests {
     #[test]
     fn a_few_wait_as_many_do() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let p = PollInfo {
-            fd: a.as_raw_fd(),
-            interest: Interest::Read,
-            dirty: false,
-            due: None,
-        };
+        let p = quiet(&a);
         let mut items = [None; FEW];
         items[1] = Some(p);
         items[3] = Some(PollInfo { dirty: true, ..p });
@@ -236,12 +231,7 @@ mod tests {
     #[test]
     fn one_waits_as_many_do() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let p = PollInfo {
-            fd: a.as_raw_fd(),
-            interest: Interest::Read,
-            dirty: false,
-            due: None,
-        };
+        let p = quiet(&a);
         let soon = Some(Duration::from_millis(20));
         assert!(!wait_one(Some(p), soon).unwrap());
         // Buffered data and a due timer are ready without a readable socket; nothing to wait

@@ -816,11 +816,7 @@ impl<W: Wire> Session<W> {
         let is_close = kind == Kind::Close;
         // A pong takes the place of a queued automatic one (one waits at most).
         let is_pong = kind == Kind::Pong;
-        let wait = if self.config.sends_wait {
-            self.config.send_timeout
-        } else {
-            Duration::ZERO
-        };
+        let wait = self.send_wait();
         // Output left from earlier goes first, as far as the socket takes it now.
         if self.pending_out && !is_pong {
             self.pump_out()?;
@@ -859,11 +855,7 @@ impl<W: Wire> Session<W> {
         if text && !crate::utf8::is_utf8(data) {
             return Err(Error::Send(SendFailure::InvalidUtf8));
         }
-        let wait = if self.config.sends_wait {
-            self.config.send_timeout
-        } else {
-            Duration::ZERO
-        };
+        let wait = self.send_wait();
         let flushed = self.link.ws().map(|ws| {
             // Nothing pending: taken whatever its size, as `write_message` takes it.
             let kind = if text { Kind::Text } else { Kind::Binary };
@@ -874,10 +866,24 @@ impl<W: Wire> Session<W> {
         match flushed {
             Some(Ok(Some(()))) => Ok(()),
             Some(Err(e)) => Err(self.fail_send(e)),
+            // Sends that do not wait: the rest goes out on later calls (no second write now).
+            Some(Ok(None)) if wait.is_zero() => {
+                self.note_pending();
+                Ok(())
+            }
             _ => {
                 self.pending_out = true;
                 self.flush_for(wait)
             }
+        }
+    }
+
+    /// How long a send may wait for the socket (`send_timeout`; zero when sends do not wait).
+    fn send_wait(&self) -> Duration {
+        if self.config.sends_wait {
+            self.config.send_timeout
+        } else {
+            Duration::ZERO
         }
     }
 

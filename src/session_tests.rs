@@ -579,3 +579,22 @@ fn send_data_answers_as_send_does_from_borrowed_bytes() {
     s.begin_close(CloseCode::Normal).unwrap();
     assert_eq!(s.send_data(true, b"x"), Err(Error::Closing));
 }
+
+#[test]
+fn send_data_left_in_part_starts_the_stall_clock() {
+    let config = SessionConfig {
+        sends_wait: false,
+        send_timeout: Duration::from_secs(3),
+        ..SessionConfig::default()
+    };
+    let (mut s, wire, clock) = open(config);
+    wire.set_room(Some(5));
+    s.send_data(false, &[7; 100]).unwrap();
+    // The clock runs from the send that left output behind, not from the next call.
+    wire.set_room(Some(0));
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(
+        failure(&s.next_event()),
+        Some(&Error::Send(SendFailure::Timeout))
+    );
+}

@@ -18,8 +18,10 @@ total_p=0; total_f=0; failed_stages=(); rows=(); t_all=$(date +%s); prep_pid=""
 for s in "${stages[@]}"; do
   if [ "$s" = "$BESIDE_FROM" ] && [[ " ${stages[*]} " == *" cross-fast "* ]]; then
     echo "=== beside: cross/prepare.sh --fast (log: target/results/cross-prepare.log)"
-    nice -n 19 cross/prepare.sh --fast >target/results/cross-prepare.log 2>&1 &
+    # In a process group of its own, so that an interrupted run ends it with all it started.
+    setsid nice -n 19 cross/prepare.sh --fast >target/results/cross-prepare.log 2>&1 &
     prep_pid=$!
+    trap '[ -z "$prep_pid" ] || kill -- "-$prep_pid" 2>/dev/null' EXIT
   fi
   if [ "$s" = cross-fast ] && [ -n "$prep_pid" ]; then
     # A failed preparation is redone (and reported) by the stage itself.
